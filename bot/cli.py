@@ -1,0 +1,389 @@
+"""The ``portpatrol`` command: demo, console, scan, worker, and the admin's allow/role commands.
+
+Settings are read here, once, and passed on. Exit status: 0 on success; 1 when a scan failed;
+2 when a request was refused or the input is wrong; 3 when no worker answered in time.
+The CLI acts as the local operator: an admin, audited as ``cli:<os user>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Annotated, NoReturn
+
+import redis
+import structlog
+import typer
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from bot.console.session import ConsoleSession
+from bot.core.messages import Reply, ReplyKind
+from bot.core.render import render_report
+from bot.observability import configure_logging
+from bot.settings import Settings, SettingsError, load_settings
+from bot.wiring import Runtime, run_worker, runtime, state_dir_note
+from workers.datafile import DataFileError
+from workers.embedded import EmbeddedRedisUnavailable
+from workers.models import Requester, Role
+from workers.policy import PolicyRefused
+from workers.tickets import ScanRefused, TicketState
+
+log = structlog.get_logger(__name__)
+
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+EXIT_NO_WORKER = 3
+
+app = typer.Typer(
+    help="portpatrol: on-demand port scans with a risk summary people can act on.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+allow_app = typer.Typer(
+    help="Admin: manage the allowlist (who may be scanned).", no_args_is_help=True
+)
+role_app = typer.Typer(
+    help="Admin: give platform:user_id the role agent or admin.", no_args_is_help=True
+)
+app.add_typer(allow_app, name="allow")
+app.add_typer(role_app, name="role")
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print a one-line reason on stderr and exit with ``code``."""
+    typer.echo(f"portpatrol: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    """Load settings, or exit listing every problem."""
+    try:
+        return load_settings()
+    except SettingsError as error:
+        fail(str(error), EXIT_REFUSED)
+
+
+class _Session:
+    """Opens a runtime for one command, turning start-up problems into one-line errors."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __enter__(self) -> Runtime:
+        note = state_dir_note(self.settings)
+        if note:
+            typer.echo(note, err=True)
+        self._context = runtime(self.settings)
+        try:
+            return self._context.__enter__()
+        except (EmbeddedRedisUnavailable, DataFileError) as error:
+            fail(str(error), EXIT_FAILED)
+        except redis.ConnectionError as error:
+            fail(f"cannot reach Redis: {error}", EXIT_FAILED)
+
+    def __exit__(self, *exc: object) -> None:
+        self._context.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def wait_for_scan(
+    rt: Runtime,
+    session: ConsoleSession,
+    job_id: str,
+    *,
+    pickup_timeout: float,
+    total_timeout: float,
+    progress: bool = True,
+) -> Reply:
+    """Pump job events until the scan's final reply; give up if no worker starts it in time."""
+    started = False
+    start = time.monotonic()
+    while True:
+        for reply in session.replies():
+            if reply.job_id != job_id:
+                continue
+            if reply.kind is ReplyKind.PROGRESS and not started:
+                started = True
+                if progress:
+                    typer.echo(f"scanning {job_id}…", err=True)
+            if reply.kind in (ReplyKind.REPORT, ReplyKind.FAILED):
+                return reply
+        elapsed = time.monotonic() - start
+        if not started and elapsed > pickup_timeout:
+            _cancel(rt, job_id)
+            fail(
+                f"no worker picked up job {job_id} within {pickup_timeout:.0f} s "
+                "(is `portpatrol worker` running against the same REDIS_URL?); "
+                "the job was cancelled",
+                EXIT_NO_WORKER,
+            )
+        if elapsed > total_timeout:
+            fail(f"job {job_id} did not finish within {total_timeout:.0f} s", EXIT_NO_WORKER)
+        if not session.pump():
+            time.sleep(0.2)
+
+
+def _cancel(rt: Runtime, job_id: str) -> None:
+    with contextlib.suppress(NoSuchJobError, InvalidJobOperation):
+        Job.fetch(job_id, connection=rt.connection, serializer=JSONSerializer).cancel()
+
+
+def scan_and_wait(
+    rt: Runtime,
+    target: str,
+    profile: str,
+    *,
+    pickup_timeout: float,
+    progress: bool = True,
+    own_worker: bool = False,
+) -> Reply:
+    """Submit one scan as the operator and wait for its result (progress on stderr).
+
+    With ``own_worker`` a worker process is started once the job is queued (embedded mode),
+    so a refused request answers at once.
+    """
+    session = ConsoleSession(rt.router(), rt.connection, rt.events, rt.operator)
+    try:
+        try:
+            ticket = rt.service.submit_scan(
+                rt.operator, target, profile, session.address.to_payload()
+            )
+        except ScanRefused as refusal:
+            fail(f"refused: {refusal.reason}", EXIT_REFUSED)
+        if ticket.state is TicketState.CACHED and ticket.report is not None:
+            if progress:
+                typer.echo(
+                    f"using the result of job {ticket.job_id} ({ticket.age_s} s old)", err=True
+                )
+            return Reply(kind=ReplyKind.REPORT, text="", job_id=ticket.job_id, report=ticket.report)
+        if progress:
+            where = f"position {ticket.position}" if ticket.position is not None else "waiting"
+            typer.echo(f"{ticket.state.value} as job {ticket.job_id} ({where})", err=True)
+        if own_worker:
+            rt.start_worker()
+        scan_profile = rt.profiles.get(ticket.profile)
+        total = (scan_profile.job_timeout_s if scan_profile else 600) + 60
+        return wait_for_scan(
+            rt,
+            session,
+            ticket.job_id,
+            pickup_timeout=pickup_timeout,
+            total_timeout=total,
+            progress=progress,
+        )
+    finally:
+        session.close()
+
+
+@app.command()
+def scan(
+    target: Annotated[str, typer.Argument(help="One IPv4/IPv6 address or hostname.")],
+    profile: Annotated[
+        str, typer.Option(help="Scan profile: quick, standard, full, voip.")
+    ] = "quick",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report document (JSON).")
+    ] = False,
+    pickup_timeout: Annotated[
+        float, typer.Option(help="Give up if no worker starts the scan within this many seconds.")
+    ] = 30.0,
+) -> None:
+    """Scan one target through the same queue and policy as the bots."""
+    settings = settings_or_exit()
+    configure_logging(level="WARNING")
+    with _Session(settings) as rt:
+        reply = scan_and_wait(
+            rt, target, profile, pickup_timeout=pickup_timeout, own_worker=rt.embedded
+        )
+    if reply.kind is ReplyKind.FAILED or reply.report is None:
+        fail(f"scan failed: {reply.text}", EXIT_FAILED)
+    if as_json:
+        typer.echo(json.dumps(reply.report.to_document(), indent=2))
+    else:
+        typer.echo(render_report(reply.report))
+
+
+@app.command()
+def demo(
+    address: Annotated[
+        str, typer.Option(help="Loopback address for the simulated adapter.")
+    ] = "127.0.0.23",
+) -> None:
+    """Scan a simulated VoIP adapter on loopback through the whole pipeline; print the summary."""
+    from bot.lab import free_loopback_address, voip_adapter  # noqa: PLC0415 - demo-only code
+
+    settings = settings_or_exit()
+    configure_logging(level="WARNING")
+    try:
+        adapter = voip_adapter(address)
+        adapter.start()
+    except OSError:
+        adapter = voip_adapter(free_loopback_address())
+        adapter.start()
+    except ValueError as error:
+        fail(str(error), EXIT_REFUSED)
+    network = f"{adapter.address}/32"
+    try:
+        with _Session(settings) as rt:
+            typer.echo(
+                f"Simulated VoIP adapter listening on {adapter.address} "
+                f"(ports {', '.join(f'{name} {port}' for name, port in adapter.ports.items())})",
+                err=True,
+            )
+            existing = {entry.network for entry in rt.store.allow_entries()}
+            if network not in existing:
+                rt.admin.allow(rt.operator, network, lab=True, note="portpatrol demo (temporary)")
+            try:
+                reply = scan_and_wait(
+                    rt, adapter.address, "quick", pickup_timeout=60, own_worker=True
+                )
+            finally:
+                if network not in existing:
+                    rt.admin.disallow(rt.operator, network)
+    finally:
+        adapter.stop()
+    if reply.report is None:
+        fail(f"the demo scan failed: {reply.text}", EXIT_FAILED)
+    typer.echo("")
+    typer.echo(render_report(reply.report))
+
+
+@app.command()
+def console(
+    as_user: Annotated[
+        str | None,
+        typer.Option(
+            "--as", help="Act as PLATFORM:USER_ID instead of the local operator (to try roles)."
+        ),
+    ] = None,
+) -> None:
+    """A local chat session with the bot's commands; embedded queue and worker by default."""
+    from bot.console.repl import run_repl  # noqa: PLC0415 - only this command needs it
+
+    settings = settings_or_exit()
+    configure_logging(level="WARNING")
+    requester: Requester | None = None
+    if as_user is not None:
+        from workers.store import parse_principal  # noqa: PLC0415
+
+        try:
+            requester = parse_principal(as_user)
+        except PolicyRefused as error:
+            fail(error.reason, EXIT_REFUSED)
+    with _Session(settings) as rt:
+        if rt.embedded:
+            typer.echo("Starting a scan worker…", err=True)
+            rt.start_worker()
+        run_repl(rt, requester or rt.operator)
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Log warnings only.")] = False,
+) -> None:
+    """Run an RQ worker for the scan queue (production; needs REDIS_URL)."""
+    settings = settings_or_exit()
+    configure_logging(
+        level="WARNING" if quiet else "INFO", json_lines=settings.log_format == "json"
+    )
+    if settings.redis_url is None:
+        fail("REDIS_URL is not set: a worker needs the Redis the bots use", EXIT_REFUSED)
+    try:
+        run_worker(settings, burst=burst, quiet=quiet)
+    except DataFileError as error:
+        fail(str(error), EXIT_FAILED)
+
+
+@allow_app.command("add")
+def allow_add(
+    network: Annotated[str, typer.Argument(help="An address or CIDR, e.g. 198.51.100.0/24.")],
+    note: Annotated[str, typer.Option(help="Why this range may be scanned.")] = "",
+    lab: Annotated[
+        bool, typer.Option(help="Allow special-purpose space (loopback, private…) for a lab.")
+    ] = False,
+) -> None:
+    """Allow scanning a network."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        try:
+            entry = rt.admin.allow(rt.operator, network, note=note, lab=lab)
+        except PolicyRefused as error:
+            fail(error.reason, EXIT_REFUSED)
+        except ValueError as error:
+            fail(str(error).splitlines()[0], EXIT_REFUSED)
+    typer.echo(f"allowed {entry.network}" + (" (lab)" if entry.lab else ""))
+
+
+@allow_app.command("remove")
+def allow_remove(network: Annotated[str, typer.Argument(help="The network to remove.")]) -> None:
+    """Remove a network from the allowlist."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        try:
+            removed = rt.admin.disallow(rt.operator, network)
+        except PolicyRefused as error:
+            fail(error.reason, EXIT_REFUSED)
+    typer.echo(f"removed {removed}")
+
+
+@allow_app.command("list")
+def allow_list() -> None:
+    """List the allowlist."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        entries = rt.admin.allow_entries(rt.operator)
+    if not entries:
+        typer.echo("the allowlist is empty")
+    for entry in entries:
+        typer.echo(
+            f"{entry.network}\t{'lab' if entry.lab else '-'}\t{entry.added_by}\t"
+            f"{entry.added_at:%Y-%m-%d %H:%M}\t{entry.note}"
+        )
+
+
+@role_app.command("grant")
+def role_grant(
+    principal: Annotated[str, typer.Argument(help="platform:user_id, e.g. slack:U012AB.")],
+    role: Annotated[Role, typer.Argument(help="agent or admin.")],
+) -> None:
+    """Give someone the role agent or admin."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        try:
+            who = rt.admin.grant(rt.operator, principal, role)
+        except PolicyRefused as error:
+            fail(error.reason, EXIT_REFUSED)
+    typer.echo(f"{who} is now {role.value}")
+
+
+@role_app.command("revoke")
+def role_revoke(
+    principal: Annotated[str, typer.Argument(help="platform:user_id.")],
+) -> None:
+    """Take a granted role away."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        try:
+            who = rt.admin.revoke(rt.operator, principal)
+        except PolicyRefused as error:
+            fail(error.reason, EXIT_REFUSED)
+    typer.echo(f"{who} no longer has a granted role")
+
+
+@role_app.command("list")
+def role_list() -> None:
+    """List everyone with a role."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        roles = rt.admin.roles(rt.operator)
+    for who, role in sorted(roles.items()):
+        typer.echo(f"{who}\t{role.value}")
+
+
+def main() -> None:
+    """Entry point of the ``portpatrol`` console script."""
+    app()

@@ -1,0 +1,216 @@
+"""Chat commands: parse the text, check the caller's role, call the scan side, word the answer.
+
+The same commands serve the console, Telegram and Slack; adapters only translate.
+A stack trace never reaches a chat: expected refusals become REFUSED replies, anything else a
+short apology (and a log line with the details).
+Imports: ``bot.core``, ``workers`` value-object modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from bot.core.messages import MAX_COMMAND_LENGTH, Inbound, Reply, ReplyKind
+from bot.core.render import describe_age
+from bot.core.service import AdminOps, ScanQueue
+from workers.models import Role
+from workers.policy import PolicyRefused
+from workers.tickets import JobView, ScanRefused, Ticket, TicketState
+
+log = structlog.get_logger(__name__)
+
+HELP_EVERYONE = """\
+portpatrol checks which ports of an internet connection are open and says what that means.
+Commands:
+  /scan TARGET [PROFILE]  scan one IP address or hostname (profiles: {profiles})
+  /status JOB             where a scan stands
+  /profiles               what each scan profile checks
+  /help                   this text"""
+
+HELP_USER = """\
+As a home user you can scan the connection you verified as yours (/check, from that connection)."""
+
+HELP_AGENT = """\
+As an agent you can scan addresses in the allowlist (ask an admin to add a range)."""
+
+HELP_ADMIN = """\
+Admin commands:
+  /allow add NETWORK [--lab] [NOTE]   allow a range (--lab: special-purpose space, e.g. 127.0.0.0/8)
+  /allow remove NETWORK | /allow list
+  /role grant PLATFORM:USER agent|admin | /role revoke PLATFORM:USER | /role list"""
+
+
+def _reply(text: str, kind: ReplyKind = ReplyKind.TEXT) -> list[Reply]:
+    return [Reply(kind=kind, text=text)]
+
+
+def ticket_reply(ticket: Ticket) -> Reply:
+    """Word the immediate answer to an accepted scan."""
+    if ticket.state is TicketState.CACHED and ticket.report is not None:
+        age = describe_age(ticket.age_s or 0)
+        return Reply(
+            kind=ReplyKind.REPORT,
+            text=f"{ticket.address} was scanned {age} ({ticket.profile}); here is that result.",
+            job_id=ticket.job_id,
+            report=ticket.report,
+        )
+    where = (
+        f"position {ticket.position} in the queue"
+        if ticket.position is not None
+        else "waiting for another scan of the same address to finish"
+    )
+    if ticket.state is TicketState.JOINED:
+        text = (
+            f"A {ticket.profile} scan of {ticket.address} is already under way "
+            f"(job {ticket.job_id}, {where}); you will get its result here."
+        )
+    else:
+        text = (
+            f"Queued a {ticket.profile} scan of {ticket.address} as job {ticket.job_id} "
+            f"({where}). The result will appear here."
+        )
+    return Reply(kind=ReplyKind.ACCEPTED, text=text, job_id=ticket.job_id, final=False)
+
+
+def status_reply(view: JobView) -> Reply:
+    """Word the answer to /status."""
+    if view.report is not None:
+        return Reply(
+            kind=ReplyKind.REPORT,
+            text=f"Job {view.job_id} finished.",
+            job_id=view.job_id,
+            report=view.report,
+        )
+    text = f"Job {view.job_id}: {view.profile} scan of {view.address} is {view.state}"
+    if view.position is not None:
+        text += f" (position {view.position} in the queue)"
+    if view.reason:
+        text += f": {view.reason}"
+    return Reply(kind=ReplyKind.TEXT, text=text + ".", job_id=view.job_id)
+
+
+class CommandRouter:
+    """Turns one inbound chat message into replies."""
+
+    def __init__(self, scans: ScanQueue, admin: AdminOps, *, profiles: Sequence[str]) -> None:
+        self.scans = scans
+        self.admin = admin
+        self.profiles = list(profiles)
+        self._commands: dict[str, Callable[[Inbound, list[str]], list[Reply]]] = {
+            "start": self._help,
+            "help": self._help,
+            "scan": self._scan,
+            "status": self._status,
+            "profiles": self._profiles,
+            "allow": self._allow,
+            "role": self._role,
+        }
+
+    @property
+    def command_names(self) -> list[str]:
+        """The commands this router understands."""
+        return list(self._commands)
+
+    def handle(self, inbound: Inbound) -> list[Reply]:
+        """Answer one message; never raises for bad input."""
+        text = inbound.text.strip()
+        if len(text) > MAX_COMMAND_LENGTH:
+            return _reply("That message is too long to be a command.", ReplyKind.REFUSED)
+        if not text.startswith("/"):
+            return _reply("Commands start with /. Try /help.")
+        name, *arguments = text[1:].split()
+        handler = self._commands.get(name.lower())
+        if handler is None:
+            return _reply(f"Unknown command /{name[:32]}. Try /help.")
+        try:
+            return handler(inbound, arguments)
+        except (ScanRefused, PolicyRefused) as refusal:
+            return _reply(refusal.reason, ReplyKind.REFUSED)
+        except Exception:
+            log.exception("command failed", command=name[:32], actor=str(inbound.requester))
+            return _reply(
+                "Something went wrong on our side; the request was not carried out. "
+                "Please try again in a minute.",
+                ReplyKind.FAILED,
+            )
+
+    def _help(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        role = self.scans.role_of(inbound.requester)
+        parts = [HELP_EVERYONE.format(profiles=", ".join(self.profiles))]
+        parts.append(HELP_USER if role is Role.USER else HELP_AGENT)
+        if role is Role.ADMIN:
+            parts.append(HELP_ADMIN)
+        return _reply("\n\n".join(parts))
+
+    def _profiles(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        return _reply("Scan profiles: " + ", ".join(self.profiles) + " (default: quick).")
+
+    def _scan(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        if not arguments:
+            return _reply("Usage: /scan TARGET [PROFILE], for example /scan 198.51.100.7")
+        if len(arguments) > 2:
+            return _reply("One target per request: /scan TARGET [PROFILE]", ReplyKind.REFUSED)
+        target = arguments[0]
+        profile = arguments[1].lower() if len(arguments) == 2 else "quick"
+        ticket = self.scans.submit_scan(
+            inbound.requester, target, profile, inbound.reply_to.to_payload()
+        )
+        return [ticket_reply(ticket)]
+
+    def _status(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        if len(arguments) != 1:
+            return _reply("Usage: /status JOB (the job id from the scan's first reply)")
+        view = self.scans.status(arguments[0])
+        role = self.scans.role_of(inbound.requester)
+        if view is None or (role is Role.USER and view.requested_by != str(inbound.requester)):
+            return _reply(f"No job {arguments[0][:32]} is known (results are kept for 30 days).")
+        return [status_reply(view)]
+
+    def _allow(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        actor = inbound.requester
+        action = arguments[0].lower() if arguments else ""
+        if action == "list":
+            entries = self.admin.allow_entries(actor)
+            if not entries:
+                return _reply("The allowlist is empty.")
+            lines = [
+                f"{entry.network}{' [lab]' if entry.lab else ''} — {entry.note or 'no note'} "
+                f"(by {entry.added_by}, {entry.added_at:%Y-%m-%d})"
+                for entry in entries
+            ]
+            return _reply("Allowlist:\n" + "\n".join(lines))
+        if action == "add" and len(arguments) >= 2:
+            rest = arguments[2:]
+            lab = "--lab" in rest
+            note = " ".join(word for word in rest if word != "--lab")
+            entry = self.admin.allow(actor, arguments[1], note=note, lab=lab)
+            return _reply(f"Allowed {entry.network}{' (lab)' if entry.lab else ''}.")
+        if action == "remove" and len(arguments) == 2:
+            removed = self.admin.disallow(actor, arguments[1])
+            return _reply(f"Removed {removed} from the allowlist.")
+        return _reply(
+            "Usage: /allow add NETWORK [--lab] [NOTE] | /allow remove NETWORK | /allow list"
+        )
+
+    def _role(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        actor = inbound.requester
+        action = arguments[0].lower() if arguments else ""
+        if action == "list":
+            roles = self.admin.roles(actor)
+            lines = [f"{who}: {role.value}" for who, role in sorted(roles.items())]
+            return _reply("Roles:\n" + ("\n".join(lines) if lines else "(none)"))
+        if action == "grant" and len(arguments) == 3:
+            try:
+                role = Role(arguments[2].lower())
+            except ValueError:
+                return _reply("The role is agent or admin.", ReplyKind.REFUSED)
+            who = self.admin.grant(actor, arguments[1], role)
+            return _reply(f"{who} is now {role.value}.")
+        if action == "revoke" and len(arguments) == 2:
+            who = self.admin.revoke(actor, arguments[1])
+            return _reply(f"{who} no longer has a granted role.")
+        return _reply(
+            "Usage: /role grant PLATFORM:USER agent|admin | /role revoke PLATFORM:USER | /role list"
+        )

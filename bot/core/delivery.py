@@ -1,0 +1,86 @@
+"""Delivery: job events → replies → the platform, acknowledged only once the platform has them.
+
+An event is acknowledged after every subscriber on this platform got it; a failure leaves it
+pending so it is retried (and re-claimed after a restart). Progress replies are edits of the
+first message on platforms that can edit, so a repeated progress delivery is harmless.
+Imports: ``bot.core``, ``workers.models``.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from bot.core.messages import Reply, ReplyAddress, ReplyKind
+from bot.core.service import DeliveryFailed, EventFeed, ReplySink
+from workers.models import EventKind, JobEvent, ScanReport
+
+log = structlog.get_logger(__name__)
+
+
+def reply_for_event(event: JobEvent) -> Reply | None:
+    """Word a job event for the chat, or None when the event needs no message."""
+    if event.kind is EventKind.STARTED:
+        return Reply(
+            kind=ReplyKind.PROGRESS, text="Scanning now…", job_id=event.job_id, final=False
+        )
+    if event.kind is EventKind.PRELIMINARY:
+        return Reply(
+            kind=ReplyKind.PROGRESS,
+            text="Preliminary result, confirming services…",
+            job_id=event.job_id,
+            final=False,
+        )
+    if event.kind is EventKind.FINISHED:
+        document = event.data.get("report")
+        if not isinstance(document, dict):
+            return Reply(
+                kind=ReplyKind.FAILED, text="The result could not be read.", job_id=event.job_id
+            )
+        report = ScanReport.from_document(document)
+        return Reply(kind=ReplyKind.REPORT, text="", job_id=event.job_id, report=report)
+    if event.kind is EventKind.FAILED:
+        reason = str(event.data.get("reason", "the scan failed"))[:500]
+        return Reply(kind=ReplyKind.FAILED, text=reason, job_id=event.job_id)
+    return None
+
+
+class Delivery:
+    """Moves job events from a feed to one platform's sink."""
+
+    def __init__(
+        self, feed: EventFeed, sink: ReplySink, *, platform: str, chat: str | None = None
+    ) -> None:
+        self.feed = feed
+        self.sink = sink
+        self.platform = platform
+        self.chat = chat
+        """Only this chat's addresses (a console session sees every event, answers only its own)."""
+
+    def run_once(self) -> bool:
+        """Deliver what the feed has now; return False if a delivery failed (back off, retry)."""
+        for event in self.feed.fetch():
+            if not self.deliver(event):
+                self.feed.retry_later()
+                return False
+            self.feed.ack(event)
+        return True
+
+    def deliver(self, event: JobEvent) -> bool:
+        """Send one event to every subscriber on this platform; False if any send failed."""
+        reply = reply_for_event(event)
+        if reply is None:
+            return True
+        addresses = [
+            address
+            for payload in self.feed.subscribers(event.job_id)
+            if (address := ReplyAddress.from_payload(payload)) is not None
+            and address.platform == self.platform
+            and (self.chat is None or address.chat == self.chat)
+        ]
+        for address in addresses:
+            try:
+                self.sink.send(address, reply)
+            except DeliveryFailed as failure:
+                log.warning("delivery failed, will retry", job_id=event.job_id, reason=str(failure))
+                return False
+        return True

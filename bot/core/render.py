@@ -1,0 +1,118 @@
+"""Plain-text rendering of replies and reports, for the console and the CLI.
+
+Everything that came from the scanned host or the user is passed through ``printable`` first:
+a banner carrying terminal escape sequences must show as text, not repaint the operator's screen.
+Imports: ``bot.core.messages``, ``workers.models``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import unicodedata
+from datetime import datetime
+
+from bot.core.messages import Reply, ReplyKind
+from workers.models import Finding, Risk, ScanReport
+
+MAX_FIELD = 200
+
+
+def printable(text: str, limit: int = MAX_FIELD) -> str:
+    """Return text safe for a terminal line: control characters shown as escapes, length capped."""
+    out: list[str] = []
+    for char in text:
+        if char == "\t":
+            out.append(" ")
+        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    cleaned = "".join(out)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def describe_age(seconds: int) -> str:
+    """Say how old something is in words."""
+    if seconds < 90:
+        return f"{seconds} seconds ago"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} minutes ago"
+    return f"{round(seconds / 3600)} hours ago"
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _finding_lines(finding: Finding) -> list[str]:
+    what = " ".join(part for part in (finding.product, finding.version) if part)
+    head = (
+        f"  {finding.severity.value.upper():<8} {finding.port}/{finding.protocol} "
+        f"{printable(finding.service, 40) or 'unknown'}"
+        + (f" ({printable(what, 80)})" if what else "")
+    )
+    wrap = textwrap.TextWrapper(width=96, initial_indent="      ", subsequent_indent="      ")
+    return [
+        head,
+        *wrap.wrap(printable(finding.title, 300)),
+        *wrap.wrap("Why: " + printable(finding.why, 1000)),
+        *wrap.wrap("What to do: " + printable(finding.advice, 1000)),
+    ]
+
+
+def render_report(report: ScanReport) -> str:
+    """Render a report as plain text: risk, findings, whom to contact and what to say."""
+    name = f" ({printable(report.hostname, 100)})" if report.hostname else ""
+    lines = [
+        f"Risk: {report.risk.value.upper()} — {report.address}{name}, profile {report.profile}",
+        f"Scanned {_when(report.finished_at)} in {report.nmap.elapsed_s:.1f} s; "
+        f"host {report.host_state}" + ("" if report.complete else "; INCOMPLETE"),
+    ]
+    lines += [f"Note: {printable(note, 300)}" for note in report.notes]
+    if not report.open_ports:
+        if report.complete:
+            lines.append("No open ports found among the ports this profile checks.")
+        else:
+            lines.append(
+                "No open ports seen, but the scan did not complete: this is not a clean bill."
+            )
+    else:
+        ports = ", ".join(
+            f"{port.port}/{port.protocol} {printable(port.service, 40) or '?'}"
+            for port in report.open_ports
+        )
+        lines.append(f"Open ports: {ports}")
+    if report.findings:
+        lines.append("Findings:")
+        for finding in report.findings:
+            lines += _finding_lines(finding)
+    guidance = report.guidance
+    # With nothing worth raising, "whom to contact" would only send people on a pointless call.
+    if guidance is not None and report.risk is not Risk.NONE:
+        contact = guidance.contact
+        ways = [
+            f"phone {printable(contact.phone, 60)}" if contact.phone else "",
+            printable(contact.url, 200) if contact.url else "",
+            printable(contact.email, 100) if contact.email else "",
+        ]
+        reach = ", ".join(way for way in ways if way)
+        lines.append(
+            f"Whom to contact: {printable(guidance.provider, 100)}"
+            + (f" — {reach}" if reach else "")
+        )
+        lines += [f"  - {printable(item, 500)}" for item in guidance.advice]
+        lines.append("Message to send them:")
+        lines += ["  | " + printable(line, 500) for line in guidance.message.splitlines() or [""]]
+    return "\n".join(lines)
+
+
+def render_reply(reply: Reply) -> str:
+    """Render any reply as plain text."""
+    prefix = {
+        ReplyKind.REFUSED: "Refused: ",
+        ReplyKind.FAILED: "Scan failed: ",
+    }.get(reply.kind, "")
+    text = prefix + "\n".join(printable(line, 2000) for line in reply.text.splitlines())
+    if reply.report is not None:
+        return (text + "\n" if text else "") + render_report(reply.report)
+    return text

@@ -1,0 +1,104 @@
+"""The protocols the chat core depends on; real implementations are wired in ``bot.wiring``.
+
+Imports: ``workers`` value-object modules only (no Redis, no rq).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from bot.core.messages import Reply, ReplyAddress
+from workers.models import JobEvent, Requester, Role
+from workers.policy import NetworkEntry
+from workers.tickets import JobView, Ticket
+
+
+class ScanQueue(Protocol):
+    """The scan side's front door (``workers.queue.ScanService``)."""
+
+    def role_of(self, requester: Requester) -> Role:
+        """Return the caller's role."""
+        ...
+
+    def submit_scan(
+        self,
+        requester: Requester,
+        target_text: str,
+        profile_name: str = "quick",
+        reply_to: Mapping[str, Any] | None = None,
+    ) -> Ticket:
+        """Accept a scan or raise ``workers.tickets.ScanRefused``."""
+        ...
+
+    def status(self, job_id: str) -> JobView | None:
+        """Return where a job stands."""
+        ...
+
+
+class AdminOps(Protocol):
+    """Allowlist and role administration (``workers.admin.Administration``)."""
+
+    def allow(
+        self,
+        actor: Requester,
+        network: str,
+        *,
+        note: str = "",
+        lab: bool = False,
+        scope: str = "default",
+    ) -> NetworkEntry:
+        """Add an allow entry."""
+        ...
+
+    def disallow(self, actor: Requester, network: str) -> str:
+        """Remove an allow entry."""
+        ...
+
+    def allow_entries(self, actor: Requester) -> list[NetworkEntry]:
+        """List allow entries."""
+        ...
+
+    def grant(self, actor: Requester, principal: str, role: Role) -> Requester:
+        """Grant a role."""
+        ...
+
+    def revoke(self, actor: Requester, principal: str) -> Requester:
+        """Revoke a role."""
+        ...
+
+    def roles(self, actor: Requester) -> dict[str, Role]:
+        """List roles."""
+        ...
+
+
+class EventFeed(Protocol):
+    """Job events for one consumer, and the reply addresses waiting for each job."""
+
+    def fetch(self) -> list[JobEvent]:
+        """Return events not yet acknowledged by this consumer (blocking briefly)."""
+        ...
+
+    def ack(self, event: JobEvent) -> None:
+        """Acknowledge an event: every subscriber of this platform has it."""
+        ...
+
+    def subscribers(self, job_id: str) -> list[dict[str, Any]]:
+        """Return the stored reply addresses of a job."""
+        ...
+
+    def retry_later(self) -> None:
+        """Make the next fetch return the unacknowledged events again."""
+        ...
+
+
+class ReplySink(Protocol):
+    """Sends or edits a message on one platform."""
+
+    def send(self, address: ReplyAddress, reply: Reply) -> None:
+        """Deliver a reply; raise ``DeliveryFailed`` to have it retried later."""
+        ...
+
+
+class DeliveryFailed(Exception):
+    """The platform did not accept a message; the event stays unacknowledged."""
