@@ -90,13 +90,19 @@ class Runtime:
     def start_worker(self) -> None:
         """Start a ``portpatrol worker`` process of our own on this Redis (embedded mode)."""
         env = {**os.environ, "REDIS_URL": self.redis_url, "PYTHONUNBUFFERED": "1"}
-        # The worker shares our settings through the environment, like any production worker.
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "worker", "--quiet"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        # The worker shares our settings through the environment, like any production worker;
+        # its log goes to the state directory so it does not interleave with our output.
+        state_dir = Path(self.settings.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with (state_dir / "worker.log").open("ab") as worker_log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bot", "worker", "--quiet"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=worker_log,
+                stderr=worker_log,
+                start_new_session=True,
+            )
         self.processes.append(process)
         queue = scan_queue(self.connection)
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
