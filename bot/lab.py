@@ -9,7 +9,7 @@ Pure standard library: it imports nothing from `bot` or `workers`, so any layer 
 tests, benchmarks) can use it without dragging in the rest of the product.
 
 What nmap 7.93 reports for `voip_adapter()` with `-sV --version-light` (checked on loopback,
-both on 23/21/80 as root and on 2323/2121/8080; the scan takes about 4.3 s):
+both on 23/21/80 as root and on 2323/2121/8080; the scan takes about 4.5 s):
 
     telnet  "Lingo VoIP config telnetd"                            devicetype "VoIP adapter"
     ftp     "Netgear broadband router or ZyXel VoIP adapter ftpd"  version "1.0"
@@ -22,7 +22,6 @@ import contextlib
 import email.utils
 import http
 import ipaddress
-import logging
 import os
 import random
 import selectors
@@ -33,9 +32,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-__all__ = ["KINDS", "LabHost", "LabService", "free_loopback_address", "voip_adapter"]
-
-logger = logging.getLogger(__name__)
+__all__ = [
+    "KINDS",
+    "TELNET_NEGOTIATION",
+    "LabHost",
+    "LabService",
+    "check_loopback",
+    "free_loopback_address",
+    "voip_adapter",
+]
 
 KINDS = frozenset({"telnet", "ftp", "http", "smtp", "pop3", "raw"})
 
@@ -65,10 +70,12 @@ _LINGER = 1.0
 DEFAULT_HTTP_SERVER = "thttpd/2.29 23May2018"
 
 # What a telnet service says before its banner unless the banner opens with its own IAC
-# commands: DO TERMINAL-TYPE, TERMINAL-SPEED, X-DISPLAY-LOCATION, NEW-ENVIRON, as Linux (netkit)
-# telnetd does. nmap soft-matches it as "Linux telnetd" whatever text follows; WILL ECHO alone
-# would be soft-matched as "APC PDU/UPS devices or Windows CE telnetd" instead.
-TELNET_NEGOTIATION = b"\xff\xfd\x18\xff\xfd\x20\xff\xfd\x23\xff\xfd\x27"
+# commands: DO NEW-ENVIRON, as netkit's telnetd opens. nmap hard-matches that on its first
+# (NULL) probe whatever text follows ("Netkit telnet-ssl telnetd"), so it names the service at
+# once. The fuller Linux opening (DO TTYPE, TSPEED, XDISPLOC, NEW-ENVIRON) and a bare WILL ECHO
+# are only soft matches ("Linux telnetd", "APC PDU/UPS ... telnetd") that send nmap through
+# seven more probes, about 30 s against a login prompt that never closes.
+TELNET_NEGOTIATION = b"\xff\xfd\x27"
 _IAC, _SB, _SE = 0xFF, 0xFA, 0xF0
 _WILL, _WONT, _DO, _DONT = 0xFB, 0xFC, 0xFD, 0xFE
 _ECHO = 0x01
@@ -87,6 +94,10 @@ _claimed: set[str] = set()
 class LabService:
     """One imitation service: what it is called, where it listens and what it says."""
 
+    # What banner is, by kind: telnet - the text after the option negotiation, its last line
+    # being the login prompt (a banner that opens with IAC brings its own negotiation); ftp,
+    # smtp, pop3 - the greeting line(s), CR LF added if missing; http - the page served at "/";
+    # raw - bytes sent exactly as given. port 0 lets the OS pick a free port.
     name: str
     port: int
     banner: bytes
@@ -174,11 +185,13 @@ class _Channel:
             self._sock.settimeout(self._idle_timeout)
         return data
 
-    def read_line(self) -> bytes:
-        """Return the next line without its CR LF; hang up on an endless one."""
+    def read_line(self, plausible: Callable[[bytes], bool] | None = None) -> bytes | None:
+        """Return the next line without its CR LF, or None once plausible() rejects its start."""
         while b"\n" not in self._buffer:
             if len(self._buffer) > MAX_LINE:
                 raise _Hangup
+            if plausible is not None and self._buffer and not plausible(bytes(self._buffer)):
+                return None
             chunk = self.receive()
             self._buffer += chunk
         line, _, rest = bytes(self._buffer).partition(b"\n")
@@ -333,6 +346,10 @@ _FTP_REPLIES = {
 }
 
 
+def _verb(channel: _Channel) -> bytes:
+    return (channel.read_line() or b"").split(b" ", 1)[0].upper()
+
+
 def _ensure_crlf(greeting: bytes) -> bytes:
     return greeting if greeting.endswith(b"\n") else greeting + b"\r\n"
 
@@ -341,7 +358,7 @@ def _serve_ftp(service: LabService, channel: _Channel) -> None:
     """An FTP control connection that greets, chats a little and refuses every login."""
     channel.send(_ensure_crlf(service.banner))
     while True:
-        verb = channel.read_line().split(b" ", 1)[0].upper()
+        verb = _verb(channel)
         if verb == b"QUIT":
             channel.send(b"221 Goodbye.\r\n")
             return
@@ -366,7 +383,7 @@ def _serve_smtp(service: LabService, channel: _Channel) -> None:
     """An SMTP server that greets and answers the handshake but takes no mail."""
     channel.send(_ensure_crlf(service.banner))
     while True:
-        verb = channel.read_line().split(b" ", 1)[0].upper()
+        verb = _verb(channel)
         if verb == b"QUIT":
             channel.send(b"221 2.0.0 Bye\r\n")
             return
@@ -385,7 +402,7 @@ def _serve_pop3(service: LabService, channel: _Channel) -> None:
     """A POP3 server that greets and refuses every login."""
     channel.send(_ensure_crlf(service.banner))
     while True:
-        verb = channel.read_line().split(b" ", 1)[0].upper()
+        verb = _verb(channel)
         if verb == b"QUIT":
             channel.send(b"+OK Logging out.\r\n")
             return
@@ -421,9 +438,16 @@ def _error_page(status: int) -> bytes:
     return page.encode()
 
 
+def _could_be_request(start: bytes) -> bool:
+    method = start.split(b" ", 1)[0].rstrip(b"\r")
+    return len(method) <= 20 and all(0x41 <= byte <= 0x5A or byte in b"-_" for byte in method)
+
+
 def _serve_http(service: LabService, channel: _Channel) -> None:
     """Answer one HTTP request (the banner is the page at "/") and close, as small devices do."""
-    request_line = channel.read_line()
+    # Like real servers, answer 400 as soon as the input cannot be a request line: nmap's binary
+    # probes carry no newline and would otherwise each wait 5 s for a reply.
+    request_line = channel.read_line(_could_be_request) or b""
     parts = request_line.split(b" ")
     if len(parts) == 3 and parts[2].startswith(b"HTTP/"):
         for _ in range(100):  # headers are read only to get them out of the way
