@@ -8,6 +8,7 @@ Imports: pydantic, pydantic-settings.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +31,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    # repr=False: a Redis URL may carry a password.
+    redis_url: str | None = Field(default=None, alias="REDIS_URL", repr=False)
     telegram_bot_token: SecretStr | None = Field(default=None, alias="TELEGRAM_BOT_TOKEN")
     telegram_api_base_url: str = Field(
         default="https://api.telegram.org/bot", alias="TELEGRAM_API_BASE_URL"
@@ -69,11 +71,22 @@ class Settings(BaseSettings):
     @field_validator("admins")
     @classmethod
     def _check_admins(cls, value: frozenset[str]) -> frozenset[str]:
+        # Admins are matched as exact "platform:user" strings: a form that can never match (an
+        # upper-case platform, "slack:U1 slack:U2" missing its comma) must fail here, not
+        # silently leave the operator without admin rights. Platforms are lower-cased, as the
+        # role commands do.
+        normalised: set[str] = set()
         for item in value:
             platform, _, user = item.partition(":")
-            if not platform or not user:
-                raise ValueError(f"{item!r} is not platform:user_id (e.g. slack:U012AB)")
-        return value
+            platform = platform.lower()
+            if (
+                not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", platform)
+                or not 1 <= len(user) <= 128
+                or any(char.isspace() or not char.isprintable() for char in user)
+            ):
+                raise ValueError(f"{item[:64]!r} is not platform:user_id (e.g. slack:U012AB)")
+            normalised.add(f"{platform}:{user}")
+        return frozenset(normalised)
 
     @field_validator("user_rate", "agent_rate", "target_rate")
     @classmethod
@@ -83,7 +96,7 @@ class Settings(BaseSettings):
         try:
             parse(value)
         except ValueError as error:
-            raise ValueError(f"{value!r} is not a rate like 3/hour") from error
+            raise ValueError(f"{value[:64]!r} is not a rate like 3/hour") from error
         return value
 
 

@@ -52,10 +52,10 @@ WORKER_START_TIMEOUT_S = 30.0
 def local_operator() -> Requester:
     """The person at this terminal: the CLI acts as an admin, audited as ``cli:<os user>``."""
     try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = f"uid{os.getuid()}"
-    return Requester(platform="cli", user=name or "unknown")
+        return Requester(platform="cli", user=getpass.getuser())
+    except (KeyError, OSError, ValueError):
+        # No name, or one that is not a plain identifier: the uid still says who it was.
+        return Requester(platform="cli", user=f"uid{os.getuid()}")
 
 
 def limits_uri(url: str) -> str:

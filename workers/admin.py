@@ -15,6 +15,8 @@ from workers.models import Requester, Role, utc_now
 from workers.policy import NetworkEntry, PolicyRefused
 from workers.store import PolicyStore
 
+NOTE_LIMIT = 200
+
 
 class Administration:
     """Allowlist and role changes, each checked for the admin role and audited."""
@@ -48,6 +50,8 @@ class Administration:
     ) -> NetworkEntry:
         """Add an allow entry (``lab`` permits special-purpose space)."""
         self._require_admin(actor, "allow_add", network)
+        if len(note) > NOTE_LIMIT:
+            raise PolicyRefused(f"the note is too long ({NOTE_LIMIT} characters at most)", "note")
         entry = self.store.allow(
             network, added_by=str(actor), at=self.clock(), note=note, lab=lab, scope=scope
         )

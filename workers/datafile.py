@@ -66,7 +66,17 @@ def load_data_file(
 def _parse_yaml(text: str, name: str, error: type[Exception]) -> tuple[Node | None, object]:
     # Compose first, construct second: the node tree keeps line numbers for error messages, and
     # it must be checked before construction because merge keys rewrite nodes in place.
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        # The reader refuses control characters (ESC, NUL, ...) before parsing and knows only
+        # the offset: turn it into line:column like every other YAML error.
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise error(
+            f"{name}:{line}:{column}: malformed YAML: control character "
+            f"#x{int(exc.character):04x} is not allowed"
+        ) from None
     try:
         root = loader.get_single_node()
         if root is None:
@@ -102,7 +112,7 @@ def _check_nodes(root: Node, name: str, error: type[Exception]) -> None:
                 if isinstance(key_node, ScalarNode):
                     if key_node.value in keys:
                         raise error(
-                            f"{name}:{_line(key_node)}: key {key_node.value!r} appears twice "
+                            f"{name}:{_line(key_node)}: key {key_node.value!r:.80} appears twice "
                             "in the same mapping"
                         )
                     keys.add(key_node.value)
@@ -171,7 +181,13 @@ def _describe_problem(name: str, root: Node, data: object, problem: Any) -> str:
     path = "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in field)
     parts = [part for part in (item, f"field {path.lstrip('.')}" if path else "") if part]
     where = ", ".join(parts) or "top level"
-    return f"{name}:{line}: {where}: {problem['msg']}"
+    return f"{name}:{line}: {_inert(where)}: {_inert(str(problem['msg']))}"
+
+
+def _inert(text: str, limit: int = 300) -> str:
+    """Keys and messages quote the file: show its control characters escaped, keep it short."""
+    shown = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _check_unique_ids(
@@ -186,7 +202,7 @@ def _check_unique_ids(
         if ident in first_index:
             line = _line(_node_at(root, [key, index, "id"]))
             raise error(
-                f"{name}:{line}: {key}[{index}] (id {ident!r}): the id is already used by "
+                f"{name}:{line}: {key}[{index}] (id {ident!r:.80}): the id is already used by "
                 f"{key}[{first_index[ident]}]"
             )
         first_index[ident] = index

@@ -49,7 +49,13 @@ class EmbeddedRedis:
         if not self.socket_path.exists():
             return False
         try:
-            client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1)
+            # No retries: a socket left by a crashed server refuses at once, and redis-py's
+            # default retry policy would spend about four seconds on it before we start anew.
+            client = redis.Redis(
+                unix_socket_path=str(self.socket_path),
+                socket_timeout=1,
+                retry=Retry(NoBackoff(), 0),
+            )
             return bool(client.ping())
         except redis.RedisError:
             return False
@@ -58,12 +64,15 @@ class EmbeddedRedis:
         """Make sure the server runs; return its URL."""
         if self._alive():
             return self.url
+        # The usual install paths help only when the default name is not on PATH; a binary the
+        # caller named explicitly is used or reported missing, never swapped for another one.
+        fallbacks = (
+            ("/usr/bin/redis-server", "/usr/sbin/redis-server")
+            if self.binary == "redis-server"
+            else ()
+        )
         binary = shutil.which(self.binary) or next(
-            (
-                path
-                for path in ("/usr/bin/redis-server", "/usr/sbin/redis-server")
-                if Path(path).exists()
-            ),
+            (path for path in fallbacks if Path(path).exists()),
             None,
         )
         if binary is None:

@@ -27,19 +27,21 @@ STREAM_MAX_LENGTH = 100_000
 
 def _decode(event_id: bytes | str, fields: dict[bytes, bytes]) -> JobEvent | None:
     """Turn a stream entry into an event; None for kinds this version does not know."""
-    text = {key.decode(): value.decode() for key, value in fields.items()}
+    # Anyone who can write to Redis can XADD: an entry that cannot be read is skipped like an
+    # unknown kind, or it would be re-read and fail on every fetch, blocking all later events.
     try:
+        text = {key.decode(): value.decode() for key, value in fields.items()}
         kind = EventKind(text.get("kind", ""))
-    except ValueError:
+        identifier = event_id.decode() if isinstance(event_id, bytes) else event_id
+        return JobEvent(
+            job_id=text["job_id"],
+            kind=kind,
+            at=datetime.fromisoformat(text["at"]),
+            data=json.loads(text.get("data", "{}")),
+            event_id=identifier,
+        )
+    except (KeyError, ValueError):
         return None
-    identifier = event_id.decode() if isinstance(event_id, bytes) else event_id
-    return JobEvent(
-        job_id=text["job_id"],
-        kind=kind,
-        at=datetime.fromisoformat(text["at"]),
-        data=json.loads(text.get("data", "{}")),
-        event_id=identifier,
-    )
 
 
 class EventLog:

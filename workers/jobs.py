@@ -38,7 +38,7 @@ from workers.policy import PolicyRefused, recheck
 from workers.reports import ReportStore
 from workers.risk import RuleSet
 from workers.store import PolicyStore
-from workers.targets import parse_literal
+from workers.targets import TargetRefused, parse_literal
 
 log = structlog.get_logger(__name__)
 
@@ -135,7 +135,11 @@ def _fail(
 def execute_scan(request: ScanRequest, context: WorkerContext) -> ScanReport:
     """Re-check policy, run nmap, apply risk rules and guidance, store and announce the report."""
     bound = log.bind(job_id=request.job_id)
-    address = parse_literal(request.address)
+    try:
+        address = parse_literal(request.address)
+    except TargetRefused:
+        # "127.1" or "127.0.0.1 -oN x": the parser refuses them; a crash here would be retried.
+        address = None
     if address is None or str(address) != request.address:
         raise ScanFailed("the job's address is not a canonical IP address", final=True)
     profile = context.profiles.get(request.profile)

@@ -82,7 +82,7 @@ class Requester(Frozen):
     """Who asked: a platform and that platform's stable user id (never a display name)."""
 
     platform: str = Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_-]*$")
-    user: str = Field(min_length=1, max_length=128)
+    user: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
 
     def __str__(self) -> str:
         return f"{self.platform}:{self.user}"

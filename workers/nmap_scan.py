@@ -56,9 +56,11 @@ def _check_ports(value: str | list[int | str] | None) -> str | list[int | str] |
     if value is None or value == "all":
         return value
     if isinstance(value, str):
-        if not re.fullmatch(r"top:\d{1,5}", value):
-            raise ValueError('ports must be a list, "top:N" or "all"')
+        if not re.fullmatch(r"top:\d{1,5}", value) or not 1 <= int(value[4:]) <= 65535:
+            raise ValueError('ports must be a list, "top:N" (N from 1 to 65535) or "all"')
         return value
+    if not value:
+        raise ValueError("a port list may not be empty (nmap would get an empty -p)")
     for item in value:
         text = str(item)
         if not _PORT_ITEM.match(text):
@@ -85,6 +87,16 @@ class ScanProfile(Frozen):
         """Validate port specifications once, at load time."""
         _check_ports(self.tcp_ports)
         _check_ports(self.udp_ports)
+        # nmap's --top-ports picks ports for every scan type at once, so it cannot name the UDP
+        # ports separately; build_command would otherwise fail at scan time, not at load.
+        if isinstance(self.udp_ports, str) and self.udp_ports.startswith("top:"):
+            raise ValueError('udp_ports must be a list or "all", not "top:N"')
+        if (
+            isinstance(self.tcp_ports, str)
+            and self.tcp_ports.startswith("top:")
+            and self.udp_ports is not None
+        ):
+            raise ValueError('tcp_ports "top:N" cannot be combined with udp_ports')
         if not 5 <= self.host_timeout_s <= 3600:
             raise ValueError("host_timeout_s must be between 5 and 3600")
         if not 0 <= self.max_retries <= 5:
@@ -193,6 +205,13 @@ class _XmlPortScanner(nmap.PortScanner):  # type: ignore[misc]
 def parse_xml(xml_text: str, address: str) -> NmapResult:
     """Turn nmap's XML output for one address into observations (python-nmap does the parsing)."""
     try:
+        return _read_xml(xml_text, address)
+    except ValueError as error:  # well-formed XML with impossible values: port 70000, elapsed "x"
+        raise NmapFailed("nmap produced output that could not be read") from error
+
+
+def _read_xml(xml_text: str, address: str) -> NmapResult:
+    try:
         parsed = _XmlPortScanner().analyse_nmap_xml_scan(xml_text)
         root = ET.fromstring(xml_text)  # noqa: S314 - nmap's own output
     except Exception as error:  # python-nmap raises bare Exceptions and AttributeErrors on junk
@@ -264,6 +283,11 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    # communicate() was interrupted, so the pipes are still open: close them here rather than
+    # leak two descriptors per stopped scan until the garbage collector finds them.
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def is_privileged() -> bool:
@@ -312,6 +336,10 @@ class NmapScanner:
         except FileNotFoundError as error:
             raise NmapFailed(
                 "nmap is not installed on the worker (apt-get install nmap)"
+            ) from error
+        except OSError as error:  # not executable, not a program: still the worker's setup
+            raise NmapFailed(
+                f"nmap could not be started on the worker ({error.strerror or error})"
             ) from error
         try:
             stdout, stderr = process.communicate(timeout=timeout)

@@ -62,7 +62,8 @@ def parse_network(text: str) -> IPNetwork:
     try:
         network = ipaddress.ip_network(text.strip(), strict=True)
     except ValueError as error:
-        raise PolicyRefused(f"not a network: {error}", "bad_network") from error
+        # ipaddress quotes the whole input: cap it, the reason goes back into a chat or terminal.
+        raise PolicyRefused(f"not a network: {str(error)[:200]}", "bad_network") from error
     smallest = MAX_PREFIX_ADDRESSES[network.version]
     if network.prefixlen < smallest:
         raise PolicyRefused(

@@ -287,7 +287,9 @@ class ScanService:
 
     def status(self, job_id: str) -> JobView | None:
         """Return where a job stands, or None when it is unknown (or expired)."""
-        if not job_id or len(job_id) > 64 or not job_id.isalnum():
+        # isalnum() alone accepts non-ASCII digits and letters (fullwidth digits), which rq refuses
+        # as a job id with a ValueError.
+        if not job_id or len(job_id) > 64 or not (job_id.isascii() and job_id.isalnum()):
             return None
         try:
             job = Job.fetch(job_id, connection=self._redis, serializer=JSONSerializer)

@@ -38,8 +38,10 @@ class RateLimits:
 
 def describe_wait(seconds: int) -> str:
     """Say how long to wait in words a person reads at a glance."""
+    if seconds <= 1:
+        return "1 second"
     if seconds < 90:
-        return f"{max(seconds, 1)} seconds"
+        return f"{seconds} seconds"
     return f"{math.ceil(seconds / 60)} minutes"
 
 
@@ -83,7 +85,8 @@ class RequestLimiter:
         name = item.GRANULARITY.name
         per = name if item.multiples == 1 else f"{item.multiples} {name}s"
         raise RateLimited(
-            f"{whose} reached the limit of {item.amount} scans per {per}; "
+            f"{whose} reached the limit of {item.amount} scan{'' if item.amount == 1 else 's'} "
+            f"per {per}; "
             f"try again in {describe_wait(wait)}",
             wait,
         )

@@ -32,11 +32,16 @@ def reply_for_event(event: JobEvent) -> Reply | None:
         )
     if event.kind is EventKind.FINISHED:
         document = event.data.get("report")
-        if not isinstance(document, dict):
+        try:
+            report = ScanReport.from_document(document) if isinstance(document, dict) else None
+        except ValueError:
+            # A stream entry anyone with Redis access could write: raising here would leave it
+            # pending and fail every later delivery run on the same event.
+            report = None
+        if report is None:
             return Reply(
                 kind=ReplyKind.FAILED, text="The result could not be read.", job_id=event.job_id
             )
-        report = ScanReport.from_document(document)
         return Reply(kind=ReplyKind.REPORT, text="", job_id=event.job_id, report=report)
     if event.kind is EventKind.FAILED:
         reason = str(event.data.get("reason", "the scan failed"))[:500]

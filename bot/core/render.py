@@ -15,6 +15,12 @@ from bot.core.messages import Reply, ReplyKind
 from workers.models import Finding, Risk, ScanReport
 
 MAX_FIELD = 200
+MAX_LISTED = 40
+"""A host answering on every port must not produce a screenful per port: list this many."""
+
+
+def _more(count: int) -> str:
+    return f" and {count - MAX_LISTED} more" if count > MAX_LISTED else ""
 
 
 def printable(text: str, limit: int = MAX_FIELD) -> str:
@@ -47,7 +53,7 @@ def _when(moment: datetime) -> str:
 def _finding_lines(finding: Finding) -> list[str]:
     what = " ".join(part for part in (finding.product, finding.version) if part)
     head = (
-        f"  {finding.severity.value.upper():<8} {finding.port}/{finding.protocol} "
+        f"  {finding.severity.value.upper():<8} {finding.port}/{printable(finding.protocol, 8)} "
         f"{printable(finding.service, 40) or 'unknown'}"
         + (f" ({printable(what, 80)})" if what else "")
     )
@@ -63,8 +69,11 @@ def _finding_lines(finding: Finding) -> list[str]:
 def render_report(report: ScanReport) -> str:
     """Render a report as plain text: risk, findings, whom to contact and what to say."""
     name = f" ({printable(report.hostname, 100)})" if report.hostname else ""
+    # Reports are read back from Redis, which anyone with access to it can write: even the
+    # fields our worker fills from its own data (address, profile, protocol) go through printable.
     lines = [
-        f"Risk: {report.risk.value.upper()} — {report.address}{name}, profile {report.profile}",
+        f"Risk: {report.risk.value.upper()} — {printable(report.address, 45)}{name}, "
+        f"profile {printable(report.profile, 32)}",
         f"Scanned {_when(report.finished_at)} in {report.nmap.elapsed_s:.1f} s; "
         f"host {report.host_state}" + ("" if report.complete else "; INCOMPLETE"),
     ]
@@ -78,14 +87,16 @@ def render_report(report: ScanReport) -> str:
             )
     else:
         ports = ", ".join(
-            f"{port.port}/{port.protocol} {printable(port.service, 40) or '?'}"
-            for port in report.open_ports
+            f"{port.port}/{printable(port.protocol, 8)} {printable(port.service, 40) or '?'}"
+            for port in report.open_ports[:MAX_LISTED]
         )
-        lines.append(f"Open ports: {ports}")
+        lines.append(f"Open ports: {ports}" + _more(len(report.open_ports)))
     if report.findings:
         lines.append("Findings:")
-        for finding in report.findings:
+        for finding in report.findings[:MAX_LISTED]:
             lines += _finding_lines(finding)
+        if len(report.findings) > MAX_LISTED:
+            lines.append(f"  …{_more(len(report.findings))} (the JSON report has them all)")
     guidance = report.guidance
     # With nothing worth raising, "whom to contact" would only send people on a pointless call.
     if guidance is not None and report.risk is not Risk.NONE:
