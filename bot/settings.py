@@ -7,6 +7,7 @@ Imports: pydantic, pydantic-settings.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     telegram_api_base_url: str = Field(
         default="https://api.telegram.org/bot", alias="TELEGRAM_API_BASE_URL"
     )
+    telegram_webhook_secret: SecretStr | None = Field(default=None, alias="TELEGRAM_WEBHOOK_SECRET")
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
@@ -44,7 +46,12 @@ class Settings(BaseSettings):
     admins: Annotated[frozenset[str], NoDecode] = Field(
         default=frozenset(), alias="PORTPATROL_ADMINS"
     )
-    public_url: str | None = Field(default=None, alias="PORTPATROL_PUBLIC_URL")
+    public_url: str | None = Field(
+        default=None, alias="PORTPATROL_PUBLIC_URL", pattern=r"^https?://[^\s]+$"
+    )
+    trusted_proxies: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), alias="PORTPATROL_TRUSTED_PROXIES"
+    )
     providers_file: Path | None = Field(default=None, alias="PORTPATROL_PROVIDERS_FILE")
     rules_file: Path | None = Field(default=None, alias="PORTPATROL_RULES_FILE")
     profiles_file: Path | None = Field(default=None, alias="PORTPATROL_PROFILES_FILE")
@@ -61,9 +68,9 @@ class Settings(BaseSettings):
         default="console", pattern="^(console|json)$", alias="PORTPATROL_LOG_FORMAT"
     )
 
-    @field_validator("admins", mode="before")
+    @field_validator("admins", "trusted_proxies", mode="before")
     @classmethod
-    def _split_admins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(item.strip() for item in value.split(",") if item.strip())
         return value
@@ -87,6 +94,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item[:64]!r} is not platform:user_id (e.g. slack:U012AB)")
             normalised.add(f"{platform}:{user}")
         return frozenset(normalised)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: frozenset[str]) -> frozenset[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as error:
+                raise ValueError(f"{item[:64]!r} is not an address or network") from error
+        return value
 
     @field_validator("user_rate", "agent_rate", "target_rate")
     @classmethod

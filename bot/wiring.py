@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import redis
 import structlog
@@ -27,6 +28,7 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from bot.core.commands import CommandRouter
+from bot.core.service import CheckLinkIssuer
 from bot.settings import Settings
 from workers.admin import Administration
 from workers.audit import AuditLog
@@ -43,6 +45,7 @@ from workers.reports import ReportStore
 from workers.risk import RuleSet
 from workers.store import PolicyStore
 from workers.targets import system_resolver
+from workers.verify import CheckLinks
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +88,20 @@ class Runtime:
 
     def router(self) -> CommandRouter:
         """Return the chat command router over this runtime."""
-        return CommandRouter(self.service, self.admin, profiles=sorted(self.profiles.profiles))
+        issuer: CheckLinkIssuer | None = None
+        if self.settings.public_url:
+            links = CheckLinks(self.connection)
+            base = self.settings.public_url.rstrip("/")
+
+            def issuer(requester: Requester, reply_to: dict[str, Any]) -> str:
+                return f"{base}/check/{links.issue(requester, reply_to)}"
+
+        return CommandRouter(
+            self.service,
+            self.admin,
+            profiles=sorted(self.profiles.profiles),
+            check_links=issuer,
+        )
 
     def start_worker(self) -> None:
         """Start a ``portpatrol worker`` process of our own on this Redis (embedded mode)."""

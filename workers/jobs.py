@@ -9,7 +9,10 @@ Imports: rq (current job only), and the ``workers`` modules it composes.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -120,7 +123,7 @@ def _fail(
     if not final_attempt:
         log.warning("scan failed, will retry", job_id=request.job_id, reason=reason)
         return
-    context.events.append(JobEvent.make(request.job_id, EventKind.FAILED, reason=reason))
+    # Audit first, announce second: whoever hears of the failure finds it in the audit trail.
     context.audit.record(
         actor=str(request.requested_by),
         action="scan_failed",
@@ -129,6 +132,7 @@ def _fail(
         reason=reason,
         job_id=request.job_id,
     )
+    context.events.append(JobEvent.make(request.job_id, EventKind.FAILED, reason=reason))
     log.warning("scan failed", job_id=request.job_id, reason=reason)
 
 
@@ -200,16 +204,37 @@ def execute_scan(request: ScanRequest, context: WorkerContext) -> ScanReport:
 
 
 def reverse_dns_resolver(
-    lookup: Callable[[str], tuple[str, list[str], list[str]]],
+    lookup: Callable[[str], tuple[str, list[str], list[str]]], *, timeout: float = 2.0
 ) -> ReverseResolver:
-    """Wrap a ``socket.gethostbyaddr``-like lookup: a PTR name, or None on any failure."""
+    """Wrap a ``socket.gethostbyaddr``-like lookup: a PTR name, or None on failure or timeout.
+
+    The lookup runs in a daemon thread because the resolver library cannot be cancelled; a
+    slow DNS server must not hold the finished report back for more than ``timeout``.
+    """
 
     def reverse(address: str) -> str | None:
         try:
             ipaddress.ip_address(address)
-            name = lookup(address)[0]
-        except (OSError, ValueError):
+        except ValueError:
             return None
-        return name.rstrip(".").lower()[:253] or None
+        answer: list[str] = []
+
+        def resolve() -> None:
+            with contextlib.suppress(OSError, UnicodeError):
+                answer.append(lookup(address)[0])
+
+        thread = threading.Thread(target=resolve, name="reverse-dns", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not answer:
+            return None
+        name = printable_hostname(answer[0])
+        return name or None
 
     return reverse
+
+
+def printable_hostname(name: str) -> str:
+    """Keep a PTR answer only if it is a plain hostname (PTR records can hold any bytes)."""
+    candidate = name.rstrip(".").lower()[:253]
+    return candidate if re.fullmatch(r"[a-z0-9_.-]+", candidate) else ""

@@ -30,7 +30,15 @@ from rq.serializers import JSONSerializer
 from workers.audit import AuditLog
 from workers.connection import as_text
 from workers.events import EventLog, subscribe
-from workers.models import EventKind, JobEvent, Requester, Role, ScanRequest, utc_now
+from workers.models import (
+    EventKind,
+    JobEvent,
+    Requester,
+    Role,
+    ScanReport,
+    ScanRequest,
+    utc_now,
+)
 from workers.nmap_scan import ProfileBook
 from workers.policy import PolicyRefused, decide
 from workers.ratelimit import RateLimited, RequestLimiter, describe_wait
@@ -319,3 +327,40 @@ class ScanService:
             report=self.reports.get(job_id),
             reason=str(job.meta.get("reason", "")),
         )
+
+    def history(self, requester: Requester, target_text: str | None) -> list[ScanReport]:
+        """Past reports of an address: agents name any target, home users get their own line."""
+        role = self.policy.role_of(requester)
+        if role is Role.USER:
+            own = self.policy.verified_address(requester)
+            if own is None:
+                raise ScanRefused(
+                    "you have no verified connection yet: use /check from it first", "no_address"
+                )
+            if target_text is not None and target_text != own:
+                raise ScanRefused("you can see the history of your own connection only", "not_own")
+            return self.reports.history(own)
+        if target_text is None:
+            raise ScanRefused("name the address: /history TARGET", "usage")
+        try:
+            target = parse_target(target_text, self.resolve)
+        except TargetRefused as refusal:
+            raise ScanRefused(refusal.reason, refusal.code) from refusal
+        return self.reports.history(target.canonical)
+
+    def forget(self, requester: Requester) -> str:
+        """Delete the user's verified address and the reports they asked for of it."""
+        address = self.policy.verified_address(requester)
+        removed = 0
+        if address is not None:
+            removed = self.reports.forget(address, requester)
+            self.policy.forget_address(requester)
+        self.audit.record(
+            actor=str(requester),
+            action="forget",
+            decision="done",
+            reason=f"verified address {'removed' if address else 'none'}, {removed} reports",
+        )
+        if address is None and not removed:
+            return "There was nothing stored about you to delete."
+        return f"Deleted your verified connection and {removed} stored scan reports."

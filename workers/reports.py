@@ -12,7 +12,7 @@ import json
 import redis
 
 from workers.connection import as_text
-from workers.models import ScanReport
+from workers.models import Requester, ScanReport
 
 REPORT_PREFIX = "pp:report:"
 HISTORY_PREFIX = "pp:history:"
@@ -46,6 +46,19 @@ class ReportStore:
         if raw is None:
             return None
         return ScanReport.from_document(json.loads(raw))
+
+    def forget(self, address: str, requester: Requester) -> int:
+        """Delete the reports of ``address`` that ``requester`` asked for; return how many."""
+        history = f"{HISTORY_PREFIX}{address}"
+        removed = 0
+        for report in self.history(address):
+            if report.requested_by == requester:
+                with self._redis.pipeline() as pipe:
+                    pipe.delete(f"{REPORT_PREFIX}{report.job_id}")
+                    pipe.lrem(history, 0, report.job_id)
+                    pipe.execute()
+                removed += 1
+        return removed
 
     def history(self, address: str, *, limit: int = HISTORY_LENGTH) -> list[ScanReport]:
         """Return the stored reports of an address, newest first."""

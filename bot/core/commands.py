@@ -14,7 +14,7 @@ import structlog
 
 from bot.core.messages import MAX_COMMAND_LENGTH, Inbound, Reply, ReplyKind
 from bot.core.render import describe_age
-from bot.core.service import AdminOps, ScanQueue
+from bot.core.service import AdminOps, CheckLinkIssuer, ScanQueue
 from workers.models import Role
 from workers.policy import PolicyRefused
 from workers.tickets import JobView, ScanRefused, Ticket, TicketState
@@ -26,14 +26,38 @@ portpatrol checks which ports of an internet connection are open and says what t
 Commands:
   /scan TARGET [PROFILE]  scan one IP address or hostname (profiles: {profiles})
   /status JOB             where a scan stands
+  /history [TARGET]       past scans (home users: of their own connection)
   /profiles               what each scan profile checks
   /help                   this text"""
 
 HELP_USER = """\
-As a home user you can scan the connection you verified as yours (/check, from that connection)."""
+As a home user you can scan the connection you verified as yours:
+  /check                  get a one-time link; open it from the connection you want checked
+  /forget                 delete your verified connection and its stored results"""
 
 HELP_AGENT = """\
 As an agent you can scan addresses in the allowlist (ask an admin to add a range)."""
+
+START = """\
+portpatrol checks which ports of your internet connection are open, explains what that means \
+and tells you whom to call about it, with a message you can send them.
+It scans only what it may: your own connection (after /check) or, for support agents, \
+addresses their provider allows. It stores your verified address for 30 days and scan results \
+for 30 days; /forget deletes them at once."""
+
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("start", "what this bot does and what it stores"),
+    ("help", "the commands"),
+    ("check", "verify the connection you are on, then scan it"),
+    ("scan", "scan an address: /scan TARGET [PROFILE]"),
+    ("status", "where a scan stands: /status JOB"),
+    ("history", "past scans"),
+    ("forget", "delete your verified address and results"),
+    ("profiles", "what each scan profile checks"),
+    ("allow", "admins: manage the allowlist"),
+    ("role", "admins: manage roles"),
+)
+"""Command names and one-line descriptions, for platforms that show a command menu."""
 
 HELP_ADMIN = """\
 Admin commands:
@@ -94,13 +118,24 @@ def status_reply(view: JobView) -> Reply:
 class CommandRouter:
     """Turns one inbound chat message into replies."""
 
-    def __init__(self, scans: ScanQueue, admin: AdminOps, *, profiles: Sequence[str]) -> None:
+    def __init__(
+        self,
+        scans: ScanQueue,
+        admin: AdminOps,
+        *,
+        profiles: Sequence[str],
+        check_links: CheckLinkIssuer | None = None,
+    ) -> None:
         self.scans = scans
         self.admin = admin
         self.profiles = list(profiles)
+        self.check_links = check_links
         self._commands: dict[str, Callable[[Inbound, list[str]], list[Reply]]] = {
-            "start": self._help,
+            "start": self._start,
             "help": self._help,
+            "check": self._check,
+            "history": self._history,
+            "forget": self._forget,
             "scan": self._scan,
             "status": self._status,
             "profiles": self._profiles,
@@ -143,6 +178,37 @@ class CommandRouter:
         if role is Role.ADMIN:
             parts.append(HELP_ADMIN)
         return _reply("\n\n".join(parts))
+
+    def _start(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        return [Reply(kind=ReplyKind.TEXT, text=START), *self._help(inbound, arguments)]
+
+    def _check(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        if self.check_links is None:
+            return _reply(
+                "/check is not available here: the operator has not set PORTPATROL_PUBLIC_URL.",
+                ReplyKind.REFUSED,
+            )
+        link = self.check_links(inbound.requester, inbound.reply_to.to_payload())
+        return _reply(
+            "Open this link from the connection you want checked (not over mobile data "
+            "if you mean your home line). It works once, within 10 minutes:\n" + link
+        )
+
+    def _history(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        if len(arguments) > 1:
+            return _reply("Usage: /history [TARGET]")
+        reports = self.scans.history(inbound.requester, arguments[0] if arguments else None)
+        if not reports:
+            return _reply("No stored scans (results are kept for 30 days).")
+        lines = [
+            f"{report.finished_at:%Y-%m-%d %H:%M} UTC  {report.address}  {report.profile}  "
+            f"risk {report.risk.value}  (job {report.job_id})"
+            for report in reports
+        ]
+        return _reply("Past scans, newest first:\n" + "\n".join(lines))
+
+    def _forget(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        return _reply(self.scans.forget(inbound.requester))
 
     def _profiles(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
         return _reply("Scan profiles: " + ", ".join(self.profiles) + " (default: quick).")

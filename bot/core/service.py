@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from bot.core.messages import Reply, ReplyAddress
-from workers.models import JobEvent, Requester, Role
+from workers.models import JobEvent, Requester, Role, ScanReport
 from workers.policy import NetworkEntry
 from workers.tickets import JobView, Ticket
 
@@ -33,6 +33,22 @@ class ScanQueue(Protocol):
 
     def status(self, job_id: str) -> JobView | None:
         """Return where a job stands."""
+        ...
+
+    def history(self, requester: Requester, target_text: str | None) -> list[ScanReport]:
+        """Return past reports the caller may see."""
+        ...
+
+    def forget(self, requester: Requester) -> str:
+        """Delete what is stored about the caller; return a sentence saying what."""
+        ...
+
+
+class CheckLinkIssuer(Protocol):
+    """Hands out the one-time own-address link (``/check``)."""
+
+    def __call__(self, requester: Requester, reply_to: dict[str, Any]) -> str:
+        """Return the full URL the user should open from their connection."""
         ...
 
 
