@@ -7,8 +7,10 @@ The CLI acts as the local operator: an admin, audited as ``cli:<os user>``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import signal
 import time
 from typing import Annotated, NoReturn
 
@@ -160,7 +162,13 @@ def scan_and_wait(
                 )
             return Reply(kind=ReplyKind.REPORT, text="", job_id=ticket.job_id, report=ticket.report)
         if progress:
-            where = f"position {ticket.position}" if ticket.position is not None else "waiting"
+            where = (
+                "waiting for another scan of the same address"
+                if ticket.held
+                else f"position {ticket.position}"
+                if ticket.position is not None
+                else "starting"
+            )
             typer.echo(f"{ticket.state.value} as job {ticket.job_id} ({where})", err=True)
         if own_worker:
             rt.start_worker()
@@ -278,6 +286,59 @@ def console(
             typer.echo("Starting a scan worker…", err=True)
             rt.start_worker()
         run_repl(rt, requester or rt.operator)
+
+
+@app.command()
+def telegram(
+    webhook: Annotated[
+        bool,
+        typer.Option(
+            help="Serve Telegram's webhook instead of long polling (needs "
+            "PORTPATROL_PUBLIC_URL and TELEGRAM_WEBHOOK_SECRET)."
+        ),
+    ] = False,
+    host: Annotated[
+        str | None, typer.Option(help="Web server address (PORTPATROL_WEB_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Web server port (PORTPATROL_WEB_PORT).")] = None,
+) -> None:
+    """The Telegram bot: long polling (or --webhook), plus /check links, health and metrics."""
+    from bot.telegram.app import TelegramBot  # noqa: PLC0415 - only this command needs PTB
+    from bot.web import WebServer  # noqa: PLC0415
+
+    settings = settings_or_exit()
+    configure_logging(level="INFO", json_lines=settings.log_format == "json")
+    if settings.telegram_bot_token is None:
+        fail("TELEGRAM_BOT_TOKEN is not set (create a bot with @BotFather)", EXIT_REFUSED)
+    webhook_url: str | None = None
+    secret: str | None = None
+    if webhook:
+        if not settings.public_url or settings.telegram_webhook_secret is None:
+            fail("--webhook needs PORTPATROL_PUBLIC_URL and TELEGRAM_WEBHOOK_SECRET", EXIT_REFUSED)
+        webhook_url = settings.public_url.rstrip("/") + "/telegram/webhook"
+        secret = settings.telegram_webhook_secret.get_secret_value()
+    token = settings.telegram_bot_token.get_secret_value()
+
+    async def serve(rt: Runtime) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        bot = TelegramBot(
+            rt, token=token, base_url=settings.telegram_api_base_url, webhook_secret=secret
+        )
+        web_server = WebServer(
+            rt,
+            host=host or settings.web_host,
+            port=settings.web_port if port is None else port,
+            checks=True,
+        )
+        await bot.run(web_server, webhook_url=webhook_url, stop=stop)
+
+    with _Session(settings) as rt:
+        if rt.embedded:
+            rt.start_worker()
+        asyncio.run(serve(rt))
 
 
 @app.command()

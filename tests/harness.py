@@ -25,6 +25,13 @@ from workers.models import Requester
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# DD-WRT's telnetd fingerprint copies the rest of its first line into the version nmap reports,
+# so this markup reaches the report's product fields, not just the wire.
+HOSTILE_TELNET = (
+    b"\xff\xfd\x01\xff\xfd\x1f\xff\xfd!\xff\xfb\x01\xff\xfb\x03\r\r\n"
+    b'DD-WRT v\x1b[2J\x1b]0;owned\x07<a href="https://evil.example">x</a><b><!channel>\r\n'
+)
+
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""

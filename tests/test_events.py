@@ -456,3 +456,34 @@ def test_reply_for_finished_event_carries_the_report() -> None:
 def test_queued_event_needs_no_message() -> None:
     """A queued event produces no chat message (the ticket already said it)."""
     assert reply_for_event(event(EventKind.QUEUED, position=2)) is None
+
+
+@dataclass
+class FailSecondSink:
+    """Accepts the first recipient, refuses every other one until told to recover."""
+
+    sent: list[str] = field(default_factory=list)
+    recovered: bool = False
+
+    def send(self, address: ReplyAddress, reply: Reply) -> None:
+        """Record the chat, or fail for any chat but the first while not recovered."""
+        if self.sent and not self.recovered and address.chat != self.sent[0]:
+            raise DeliveryFailed("platform said 500")
+        self.sent.append(address.chat)
+
+
+def test_retry_after_a_partial_delivery_does_not_repeat_earlier_recipients(
+    log: EventLog, redis_client: redis.Redis
+) -> None:
+    """When one of two recipients fails, the retry sends only to the one that did not get it."""
+    subscribe(redis_client, "job-1", address("console", "a"))
+    subscribe(redis_client, "job-1", address("console", "b"))
+    log.append(JobEvent.make("job-1", EventKind.STARTED, at=AT))
+    sink = FailSecondSink()
+    delivery = Delivery(feed(redis_client, log), sink, platform="console")
+    assert delivery.run_once() is False
+    assert sink.sent == ["a"]
+    sink.recovered = True
+    assert delivery.run_once() is True
+    assert sink.sent == ["a", "b"]
+    assert pending_count(redis_client) == 0

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from harness import Chat, WorkerProcess, open_chat
+from harness import HOSTILE_TELNET, Chat, WorkerProcess, open_chat
 
 from bot.core.messages import Reply, ReplyKind
 from bot.core.render import render_reply
@@ -34,12 +34,6 @@ PRIVILEGE_CASES = [False, True] if os.geteuid() == 0 else [False]
 """The adapter on 2323/2121/8080 always; on 23/21/80 too when the tests may bind them."""
 
 HOSTILE_BANNER = b'\x1b[2J<a href="https://evil.example">login</a>\r\n</code><b><!channel>'
-# DD-WRT's telnetd fingerprint copies the rest of its first line into the version nmap reports,
-# so this markup reaches the report's product fields, not just the wire.
-HOSTILE_TELNET = (
-    b"\xff\xfd\x01\xff\xfd\x1f\xff\xfd!\xff\xfb\x01\xff\xfb\x03\r\r\n"
-    b'DD-WRT v\x1b[2J\x1b]0;owned\x07<a href="https://evil.example">x</a><b><!channel>\r\n'
-)
 
 
 def installed_nmap_version() -> str:

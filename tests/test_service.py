@@ -280,6 +280,7 @@ def test_second_scan_of_same_address_waits_for_the_first(
     assert first.job_id != second.job_id
     assert second.state is TicketState.QUEUED
     assert second.position is None
+    assert second.held
     held = Job.fetch(second.job_id, connection=redis_client, serializer=JSONSerializer)
     assert held.get_status() == JobStatus.RATE_LIMITED
     assert rt.service.queue.job_ids == [first.job_id]

@@ -16,11 +16,15 @@ from typing import Any
 
 import redis
 
+from workers.connection import as_text
 from workers.models import EventKind, JobEvent
 
 STREAM_KEY = "pp:events"
 SUBSCRIBERS_PREFIX = "pp:subscribers:"
 SUBSCRIBERS_TTL_S = 2 * 24 * 3600
+DELIVERED_PREFIX = "pp:delivered:"
+DELIVERED_TTL_S = 2 * 24 * 3600
+MESSAGES_PREFIX = "pp:messages:"
 STREAM_MAX_LENGTH = 100_000
 """Approximate cap on stored events; far above what can be pending between restarts."""
 
@@ -209,9 +213,43 @@ class GroupFeed:
         """Return the reply addresses of a job."""
         return subscribers(self._redis, job_id)
 
+    def was_delivered(self, event: JobEvent, recipient: str) -> bool:
+        """Return whether this event already reached this recipient (before a crash)."""
+        return bool(self._redis.exists(self._mark(event, recipient)))
+
+    def mark_delivered(self, event: JobEvent, recipient: str) -> None:
+        """Remember that the platform accepted this event's message for this recipient."""
+        self._redis.set(self._mark(event, recipient), 1, ex=DELIVERED_TTL_S)
+
+    def _mark(self, event: JobEvent, recipient: str) -> str:
+        return f"{DELIVERED_PREFIX}{self.group}:{event.event_id}:{recipient}"
+
     def close(self, *, destroy: bool = False) -> None:
         """Leave the group; ``destroy`` removes a per-session group entirely."""
         if destroy:
             self._redis.xgroup_destroy(self.log.key, self.group)
         else:
             self._redis.xgroup_delconsumer(self.log.key, self.group, self.consumer)
+
+
+class MessageIndex:
+    """Which chat message shows a job for each recipient, so updates edit it in place.
+
+    Key layout: ``pp:messages:<job_id>`` is a hash recipient → platform message id (TTL 2 days).
+    """
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self._redis = connection
+
+    def remember(self, job_id: str, recipient: str, message_id: str) -> None:
+        """Record the message that shows the job to this recipient."""
+        key = f"{MESSAGES_PREFIX}{job_id}"
+        with self._redis.pipeline() as pipe:
+            pipe.hset(key, recipient, message_id)
+            pipe.expire(key, SUBSCRIBERS_TTL_S)
+            pipe.execute()
+
+    def lookup(self, job_id: str, recipient: str) -> str | None:
+        """Return the message that shows the job to this recipient, if any."""
+        value = self._redis.hget(f"{MESSAGES_PREFIX}{job_id}", recipient)
+        return as_text(value) if value is not None else None

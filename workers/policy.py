@@ -102,8 +102,9 @@ class Decision:
 def decide(address: IPAddress, resolved: Sequence[IPAddress], facts: PolicyFacts) -> Decision:
     """Allow or refuse scanning ``address`` (pinned from ``resolved``) for the given facts.
 
-    Order matters: an opt-out always wins; special-purpose space needs a lab entry; then agents
-    and admins need an allow entry and home users their own verified address.
+    Order matters: an opt-out always wins; a home user may only ever ask for their own
+    verified address (told first, so they hear about /check rather than about address space);
+    special-purpose space needs a lab entry; agents and admins need an allow entry.
     """
     for candidate in resolved or (address,):
         opt_out = covering(facts.opt_outs, candidate)
@@ -113,6 +114,13 @@ def decide(address: IPAddress, resolved: Sequence[IPAddress], facts: PolicyFacts
                 f"{candidate} is on the opt-out list{note}: its owner asked not to be scanned",
                 "opt_out",
             )
+    own = facts.verified_address is not None and facts.verified_address == str(address)
+    if facts.role is Role.USER and not own:
+        raise PolicyRefused(
+            f"you can scan only the connection you verified as yours; {address} is not it "
+            "(use /check from that connection first)",
+            "not_own_address",
+        )
     for candidate in resolved or (address,):
         block = special_purpose(candidate)
         if block is not None and not any(entry.lab for entry in covering(facts.allow, candidate)):
@@ -128,13 +136,7 @@ def decide(address: IPAddress, resolved: Sequence[IPAddress], facts: PolicyFacts
                 f"{address} is not in the allowlist; an admin can add its range", "not_allowed"
             )
         return Decision(basis=f"allow entry {entries[0].network}")
-    if facts.verified_address is not None and facts.verified_address == str(address):
-        return Decision(basis="verified own address")
-    raise PolicyRefused(
-        f"you can scan only the connection you verified as yours; {address} is not it "
-        "(use /check from that connection first)",
-        "not_own_address",
-    )
+    return Decision(basis="verified own address")
 
 
 def recheck(address: IPAddress, facts: PolicyFacts) -> Decision:

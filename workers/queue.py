@@ -258,6 +258,7 @@ class ScanService:
             address=address,
             profile=profile,
             position=_position(job),
+            held=job.get_status() == JobStatus.RATE_LIMITED,
         )
 
     def _enqueue(
@@ -291,6 +292,7 @@ class ScanService:
             address=request.address,
             profile=request.profile,
             position=_position(job),
+            held=job.get_status() == JobStatus.RATE_LIMITED,
         )
 
     def status(self, job_id: str) -> JobView | None:
@@ -323,7 +325,7 @@ class ScanService:
             address=request.address,
             profile=request.profile,
             requested_by=str(request.requested_by),
-            position=job.get_position() if status == JobStatus.QUEUED else None,
+            position=_position(job) if status == JobStatus.QUEUED else None,
             report=self.reports.get(job_id),
             reason=str(job.meta.get("reason", "")),
         )

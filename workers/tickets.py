@@ -31,6 +31,9 @@ class Ticket(Frozen):
     address: str
     profile: str
     position: int | None = None
+    """1-based place in the queue; None when not waiting in line (see ``held``)."""
+    held: bool = False
+    """Held back until another scan of the same address finishes (rq ``RateLimit``)."""
     report: ScanReport | None = None
     age_s: int | None = None
 

@@ -80,11 +80,12 @@ def ticket_reply(ticket: Ticket) -> Reply:
             job_id=ticket.job_id,
             report=ticket.report,
         )
-    where = (
-        f"position {ticket.position} in the queue"
-        if ticket.position is not None
-        else "waiting for another scan of the same address to finish"
-    )
+    if ticket.held:
+        where = "waiting for another scan of the same address to finish"
+    elif ticket.position is not None:
+        where = f"position {ticket.position} in the queue"
+    else:
+        where = "starting now"
     if ticket.state is TicketState.JOINED:
         text = (
             f"A {ticket.profile} scan of {ticket.address} is already under way "

@@ -8,6 +8,8 @@ Imports: ``bot.core``, ``workers.models``.
 
 from __future__ import annotations
 
+import threading
+
 import structlog
 
 from bot.core.messages import Reply, ReplyAddress, ReplyKind
@@ -83,9 +85,36 @@ class Delivery:
             and (self.chat is None or address.chat == self.chat)
         ]
         for address in addresses:
+            # A restart between "sent" and "acknowledged" must not show the result twice: each
+            # recipient is marked as soon as the platform accepted its message.
+            recipient = address.recipient
+            if self.feed.was_delivered(event, recipient):
+                continue
             try:
                 self.sink.send(address, reply)
             except DeliveryFailed as failure:
                 log.warning("delivery failed, will retry", job_id=event.job_id, reason=str(failure))
                 return False
+            self.feed.mark_delivered(event, recipient)
         return True
+
+
+def run_delivery(delivery: Delivery, stop: threading.Event, *, max_backoff_s: float = 60) -> None:
+    """Deliver until ``stop`` is set, backing off (1 s doubling to a minute) while failing."""
+    backoff = 1.0
+    failing = False
+    while not stop.is_set():
+        try:
+            delivered = delivery.run_once()
+        except Exception:  # Redis down or a bug: log once per outage, keep the loop alive
+            if not failing:
+                log.exception("delivery loop failed; retrying with backoff")
+            delivered = False
+        if delivered:
+            if failing:
+                log.info("delivery recovered")
+            failing, backoff = False, 1.0
+            continue
+        failing = True
+        stop.wait(backoff)
+        backoff = min(backoff * 2, max_backoff_s)

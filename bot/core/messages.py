@@ -25,6 +25,11 @@ class ReplyAddress(Frozen):
     message: str | None = Field(default=None, max_length=128)
     user: str | None = Field(default=None, max_length=128)
 
+    @property
+    def recipient(self) -> str:
+        """A stable key for this recipient (platform, chat, thread)."""
+        return ":".join((self.platform, self.chat, self.thread or ""))
+
     def to_payload(self) -> dict[str, Any]:
         """Return the JSON form stored beside a job."""
         return self.model_dump(mode="json", exclude_none=True)

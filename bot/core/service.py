@@ -107,6 +107,14 @@ class EventFeed(Protocol):
         """Make the next fetch return the unacknowledged events again."""
         ...
 
+    def was_delivered(self, event: JobEvent, recipient: str) -> bool:
+        """Return whether this event already reached this recipient."""
+        ...
+
+    def mark_delivered(self, event: JobEvent, recipient: str) -> None:
+        """Remember that the platform accepted this event's message for this recipient."""
+        ...
+
 
 class ReplySink(Protocol):
     """Sends or edits a message on one platform."""
