@@ -16,6 +16,9 @@ def configure_logging(*, level: str = "WARNING", json_lines: bool = False) -> No
     """Route structlog and stdlib logging to stderr at ``level``."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.WARNING)
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
+    # httpx logs every request URL at INFO, and a Bot API URL carries the bot token
+    # (https://api.telegram.org/bot<token>/getUpdates): keep its request lines out of the log.
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if json_lines

@@ -105,6 +105,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item[:64]!r} is not an address or network") from error
         return value
 
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram accepts only these characters; a secret it rejects would fail at setWebhook.
+        if value is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()
+        ):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
     @field_validator("user_rate", "agent_rate", "target_rate")
     @classmethod
     def _check_rate(cls, value: str) -> str:

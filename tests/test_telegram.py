@@ -5,6 +5,7 @@ Bot API, real Redis, real worker processes and real nmap against loopback lab se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import re
 import threading
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 from fake_telegram import Call, FakeTelegram
 from harness import HOSTILE_TELNET, WorkerProcess, free_port, start_worker, stop_worker
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation
 
 from bot.lab import LabHost, LabService, voip_adapter
 from bot.settings import Settings
@@ -427,3 +430,109 @@ def test_restart_between_finished_and_delivery_delivers_exactly_once(  # noqa: P
         if "Risk: CRITICAL" in call.params["text"]
     ]
     assert len(results) == 1
+
+
+def buttons_of(fake: FakeTelegram, chat_id: int) -> dict[str, tuple[int, str]]:
+    """Inline buttons currently under the bot's messages: label → (message id, callback data)."""
+    found: dict[str, tuple[int, str]] = {}
+    for call in successful(fake, "sendMessage") + successful(fake, "editMessageText"):
+        if call.params.get("chat_id") != chat_id or not isinstance(call.result, dict):
+            continue
+        for row in (call.params.get("reply_markup") or {}).get("inline_keyboard", []):
+            for button in row:
+                found[button["text"]] = (call.result["message_id"], button["callback_data"])
+    return found
+
+
+def test_buttons_scan_again_and_full_scan(
+    bot: RunningBot, fake: FakeTelegram, tg_rt: Runtime, worker: WorkerProcess, lab_address: str
+) -> None:
+    """Scan again answers from the fresh result; an agent's Full scan queues a full scan."""
+    tg_rt.admin.allow(tg_rt.operator, f"{lab_address}/32", lab=True, note="buttons")
+    with LabHost(lab_address, [LabService("ftp", 2121, b"220 lab FTP ready", "ftp")]):
+        say(fake, AGENT_ID, f"/scan {lab_address}")
+        wait_text(fake, AGENT_ID, r"Risk:", timeout=90)
+    buttons = buttons_of(fake, AGENT_ID)
+    message_id, again = buttons["Scan again"]
+    fake.push_update(fake.callback_update(user_id=AGENT_ID, data=again, message_id=message_id))
+    wait_text(fake, AGENT_ID, r"was scanned .* ago")
+    _, full = buttons["Full scan"]
+    fake.push_update(fake.callback_update(user_id=AGENT_ID, data=full, message_id=message_id))
+    fake.wait_for(lambda calls: any(c.method == "answerCallbackQuery" for c in calls))
+    full_ack = wait_text(fake, AGENT_ID, r"Queued a full scan")
+    say(fake, AGENT_ID, "/status")
+    status = wait_text(fake, AGENT_ID, r"full scan of .* is")
+    assert lab_address in status
+    # A full scan takes minutes; stop it rather than leave it running into other tests.
+    full_job = re.search(r"job ([0-9a-f]+)", full_ack)
+    assert full_job is not None
+    with contextlib.suppress(InvalidJobOperation):
+        send_stop_job_command(tg_rt.connection, full_job.group(1))
+
+
+def test_home_users_get_no_full_scan_button(
+    bot: RunningBot, fake: FakeTelegram, tg_rt: Runtime, worker: WorkerProcess, lab_address: str
+) -> None:
+    """Under a home user's result there is "Scan again" but no "Full scan"."""
+    tg_rt.admin.allow(tg_rt.operator, f"{lab_address}/32", lab=True, note="home")
+    tg_rt.store.bind_address(Requester(platform="telegram", user=str(HOME_ID)), lab_address)
+    with LabHost(lab_address, [LabService("ftp", 2121, b"220 lab FTP ready", "ftp")]):
+        say(fake, HOME_ID, f"/scan {lab_address}")
+        wait_text(fake, HOME_ID, r"Risk:", timeout=90)
+    assert set(buttons_of(fake, HOME_ID)) == {"Scan again"}
+
+
+HOSTILE_MESSAGES = [
+    "/scan -oN /tmp/pwned 198.51.100.7",
+    "/scan --script=http-shellshock 198.51.100.7",
+    "/scan 198.51.100.7;reboot",
+    "/scan $(id)",
+    "/scan `id`",
+    "/scan 2130706433",
+    "/scan 0x7f.1",
+    "/scan 127.1",
+    "/scan ::ffff:127.0.0.1",
+    "/scan [::1]:22",
+    "/scan 10.0.0.0/8",
+    "/scan 169.254.169.254",
+    "/scan 1.2.3.4,5.6.7.8",
+    "/scan <b>x</b>",
+    "/scan <!channel>",
+    "/scan 198.51.100.7 full",
+    "/status ../../etc/passwd",
+    "/status " + "9" * 5000,
+    "/allow add 0.0.0.0/0",
+    "/role grant telegram:3000 admin",
+    "/scan " + "a" * 100_000,
+    "/scan １２７.０.０.１",
+    "/scan\u202e1.0.0.127",
+]
+
+
+def test_hostile_messages_and_buttons_are_answered_and_start_nothing(
+    bot: RunningBot, fake: FakeTelegram, tg_rt: Runtime
+) -> None:
+    """Hostile commands and forged button data get plain answers and never queue a scan."""
+    for index, text in enumerate(HOSTILE_MESSAGES):
+        say(fake, HOME_ID, text[:4096])
+        fake.wait_for(
+            lambda calls, n=index + 1: (
+                len(
+                    [
+                        c
+                        for c in calls
+                        if c.method == "sendMessage" and c.params["chat_id"] == HOME_ID
+                    ]
+                )
+                >= n
+            ),
+            timeout=30,
+        )
+    for data in ("again:../../x", "full:" + "9" * 58, "nonsense", "again:", ":"):
+        fake.push_update(fake.callback_update(user_id=HOME_ID, data=data, message_id=1))
+    fake.wait_for(lambda calls: len([c for c in calls if c.method == "answerCallbackQuery"]) >= 5)
+    assert tg_rt.service.queue.count == 0
+    texts = [call.params["text"] for call in successful(fake, "sendMessage")]
+    assert all("Traceback" not in text for text in texts)
+    assert not any("<b>x</b>" in text or "<!channel>" in text for text in texts)
+    assert bot.errors == []

@@ -36,7 +36,7 @@ from workers.models import (
     overall_risk,
     utc_now,
 )
-from workers.nmap_scan import NmapFailed, NmapScanner, ProfileBook
+from workers.nmap_scan import NmapFailed, NmapScanner, ProfileBook, die_with_parent
 from workers.policy import PolicyRefused, recheck
 from workers.reports import ReportStore
 from workers.risk import RuleSet
@@ -79,6 +79,9 @@ def run_scan(payload: dict[str, Any]) -> dict[str, Any]:
     context = _Context.current
     if context is None:
         raise RuntimeError("workers.jobs.configure() was not called in this worker")
+    # rq runs each job in a forked "horse": if the worker above it is killed outright, the horse
+    # (and with it nmap, which has the same setting) must not live on as an orphan.
+    die_with_parent()
     request = ScanRequest.model_validate(payload)
     job = get_current_job()
     final_attempt = job is None or not job.retries_left

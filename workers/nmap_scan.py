@@ -273,8 +273,8 @@ def _read_xml(xml_text: str, address: str) -> NmapResult:
     )
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL if the worker that started us dies."""
+def die_with_parent() -> None:
+    """Ask the kernel for SIGKILL when this process's parent dies (Linux ``PR_SET_PDEATHSIG``)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -330,7 +330,7 @@ class NmapScanner:
                 stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
                 process_group=0,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, async-signal-safe
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, async-signal-safe
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
             )
         except FileNotFoundError as error:

@@ -51,6 +51,8 @@ log = structlog.get_logger(__name__)
 
 QUEUE_NAME = "portpatrol-scans"
 LATEST_PREFIX = "pp:latest:"
+LAST_JOB_PREFIX = "pp:lastjob:"
+LAST_JOB_TTL_S = 30 * 24 * 3600
 JOB_FUNCTION = "workers.jobs.run_scan"
 WAITING_STATES = {
     JobStatus.QUEUED,
@@ -126,7 +128,7 @@ class ScanService:
     ) -> Ticket:
         """Accept one scan request and return its ticket, or raise ScanRefused with a reason."""
         try:
-            return self._submit(requester, target_text, profile_name, reply_to)
+            ticket = self._submit(requester, target_text, profile_name, reply_to)
         except ScanRefused as refusal:
             self.audit.record(
                 actor=str(requester),
@@ -139,6 +141,13 @@ class ScanService:
             )
             log.info("scan refused", actor=str(requester), code=refusal.code)
             raise
+        self._redis.set(f"{LAST_JOB_PREFIX}{requester}", ticket.job_id, ex=LAST_JOB_TTL_S)
+        return ticket
+
+    def last_job(self, requester: Requester) -> str | None:
+        """Return the id of the caller's most recent accepted request, if any."""
+        value = self._redis.get(f"{LAST_JOB_PREFIX}{requester}")
+        return as_text(value) if value is not None else None
 
     def _submit(
         self,

@@ -25,7 +25,7 @@ HELP_EVERYONE = """\
 portpatrol checks which ports of an internet connection are open and says what that means.
 Commands:
   /scan TARGET [PROFILE]  scan one IP address or hostname (profiles: {profiles})
-  /status JOB             where a scan stands
+  /status [JOB]           where a scan stands (default: your latest)
   /history [TARGET]       past scans (home users: of their own connection)
   /profiles               what each scan profile checks
   /help                   this text"""
@@ -50,7 +50,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("help", "the commands"),
     ("check", "verify the connection you are on, then scan it"),
     ("scan", "scan an address: /scan TARGET [PROFILE]"),
-    ("status", "where a scan stands: /status JOB"),
+    ("status", "where your latest scan stands, or /status JOB"),
     ("history", "past scans"),
     ("forget", "delete your verified address and results"),
     ("profiles", "what each scan profile checks"),
@@ -227,12 +227,15 @@ class CommandRouter:
         return [ticket_reply(ticket)]
 
     def _status(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
-        if len(arguments) != 1:
-            return _reply("Usage: /status JOB (the job id from the scan's first reply)")
-        view = self.scans.status(arguments[0])
+        if len(arguments) > 1:
+            return _reply("Usage: /status [JOB] (the job id from the scan's first reply)")
+        job_id = arguments[0] if arguments else self.scans.last_job(inbound.requester)
+        if job_id is None:
+            return _reply("You have not asked for a scan yet. Usage: /status [JOB]")
+        view = self.scans.status(job_id)
         role = self.scans.role_of(inbound.requester)
         if view is None or (role is Role.USER and view.requested_by != str(inbound.requester)):
-            return _reply(f"No job {arguments[0][:32]} is known (results are kept for 30 days).")
+            return _reply(f"No job {job_id[:32]} is known (results are kept for 30 days).")
         return [status_reply(view)]
 
     def _allow(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:

@@ -35,6 +35,10 @@ class ScanQueue(Protocol):
         """Return where a job stands."""
         ...
 
+    def last_job(self, requester: Requester) -> str | None:
+        """Return the caller's most recent job id."""
+        ...
+
     def history(self, requester: Requester, target_text: str | None) -> list[ScanReport]:
         """Return past reports the caller may see."""
         ...
