@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import time
 from typing import Annotated, NoReturn
@@ -306,6 +307,9 @@ def telegram(
     from bot.telegram.app import TelegramBot  # noqa: PLC0415 - only this command needs PTB
     from bot.web import WebServer  # noqa: PLC0415
 
+    # Opt in to python-telegram-bot's timedelta retry_after now (its int form is deprecated and
+    # warns on every flood-control answer).
+    os.environ.setdefault("PTB_TIMEDELTA", "true")
     settings = settings_or_exit()
     configure_logging(level="INFO", json_lines=settings.log_format == "json")
     if settings.telegram_bot_token is None:
@@ -334,6 +338,51 @@ def telegram(
             checks=True,
         )
         await bot.run(web_server, webhook_url=webhook_url, stop=stop)
+
+    with _Session(settings) as rt:
+        if rt.embedded:
+            rt.start_worker()
+        asyncio.run(serve(rt))
+
+
+@app.command()
+def slack(
+    host: Annotated[
+        str | None, typer.Option(help="Web server address (PORTPATROL_WEB_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Web server port (PORTPATROL_WEB_PORT).")] = None,
+) -> None:
+    """The Slack app: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on /slack/events."""
+    from bot.slack.app import SlackBot  # noqa: PLC0415 - only this command needs slack-bolt
+    from bot.web import WebServer  # noqa: PLC0415
+
+    settings = settings_or_exit()
+    configure_logging(level="INFO", json_lines=settings.log_format == "json")
+    if settings.slack_bot_token is None or settings.slack_signing_secret is None:
+        fail(
+            "SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET must be set (see README, Slack)", EXIT_REFUSED
+        )
+    bot_token = settings.slack_bot_token.get_secret_value()
+    signing_secret = settings.slack_signing_secret.get_secret_value()
+    app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
+
+    async def serve(rt: Runtime) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        bot = SlackBot(
+            rt,
+            bot_token=bot_token,
+            signing_secret=signing_secret,
+            base_url=settings.slack_api_base_url,
+            allowed_teams=settings.slack_allowed_teams,
+            allowed_channels=settings.slack_allowed_channels,
+        )
+        web_server = WebServer(
+            rt, host=host or settings.web_host, port=settings.web_port if port is None else port
+        )
+        await bot.run(web_server, app_token=app_token, stop=stop)
 
     with _Session(settings) as rt:
         if rt.embedded:

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_allowed_teams: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), alias="SLACK_ALLOWED_TEAMS"
+    )
+    slack_allowed_channels: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), alias="SLACK_ALLOWED_CHANNELS"
+    )
     slack_api_base_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_BASE_URL")
     admins: Annotated[frozenset[str], NoDecode] = Field(
         default=frozenset(), alias="PORTPATROL_ADMINS"
@@ -68,7 +74,9 @@ class Settings(BaseSettings):
         default="console", pattern="^(console|json)$", alias="PORTPATROL_LOG_FORMAT"
     )
 
-    @field_validator("admins", "trusted_proxies", mode="before")
+    @field_validator(
+        "admins", "trusted_proxies", "slack_allowed_teams", "slack_allowed_channels", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
