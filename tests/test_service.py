@@ -418,3 +418,18 @@ def test_per_target_limit_holds_across_users(
     assert refused.value.reason.startswith("127.0.4.1 has reached the limit of 2 scans per hour")
     assert redis_client.get(f"{LATEST_PREFIX}127.0.4.1:voip") is None
     assert rt.service.submit_scan(agents[2], "127.0.4.2", "voip").state is TicketState.QUEUED
+
+
+def test_jobs_held_back_per_address_count_towards_the_queue_cap(
+    settings: Settings, lab_address: str
+) -> None:
+    """Scans waiting behind another scan of the same address count as queued for "busy"."""
+    capped = settings.model_copy(update={"queue_max": 2})
+    with runtime(capped, operator=Requester(platform="cli", user="tester")) as built:
+        allow_lab(built, f"{lab_address}/32")
+        built.service.submit_scan(built.operator, lab_address, "quick")
+        built.service.submit_scan(built.operator, lab_address, "standard")
+        assert built.service.waiting() == 2
+        with pytest.raises(ScanRefused) as refused:
+            built.service.submit_scan(built.operator, lab_address, "voip")
+        assert refused.value.code == "busy"

@@ -24,7 +24,7 @@ import structlog
 from rq import Queue, Retry, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.rate_limit import RateLimit
+from rq.rate_limit import RateLimit, RateLimitRegistry
 from rq.serializers import JSONSerializer
 
 from workers.audit import AuditLog
@@ -51,6 +51,7 @@ log = structlog.get_logger(__name__)
 
 QUEUE_NAME = "portpatrol-scans"
 LATEST_PREFIX = "pp:latest:"
+RATE_LIMIT_PREFIX = "pp-address-"
 LAST_JOB_PREFIX = "pp:lastjob:"
 LAST_JOB_TTL_S = 30 * 24 * 3600
 JOB_FUNCTION = "workers.jobs.run_scan"
@@ -114,6 +115,15 @@ class ScanService:
         self.reports = reports
         self.config = config or ServiceConfig()
         self.clock = clock
+
+    def waiting(self) -> int:
+        """Jobs waiting to run: in the queue, plus those rq's RateLimit holds back per address."""
+        held = sum(
+            registry.get_rate_limited_job_count()
+            for registry in RateLimitRegistry.all(self._redis)
+            if registry.key.startswith(RATE_LIMIT_PREFIX)
+        )
+        return int(self.queue.count) + held
 
     def role_of(self, requester: Requester) -> Role:
         """Return the caller's role."""
@@ -191,7 +201,7 @@ class ScanService:
             )
             return existing
 
-        waiting = self.queue.count
+        waiting = self.waiting()
         if waiting >= self.config.queue_max:
             workers = max(1, Worker.count(queue=self.queue))
             wait_s = math.ceil(waiting * self.config.typical_scan_s / workers)
@@ -291,7 +301,7 @@ class ScanService:
             result_ttl=self.config.result_ttl_s,
             failure_ttl=self.config.failure_ttl_s,
             retry=Retry(max=self.config.retries, interval=5) if self.config.retries else None,
-            rate_limit=RateLimit(key=f"pp-address-{request.address}", concurrency=1),
+            rate_limit=RateLimit(key=f"{RATE_LIMIT_PREFIX}{request.address}", concurrency=1),
             description=f"scan {request.address} ({request.profile})",
         )
         return Ticket(
