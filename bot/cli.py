@@ -342,7 +342,10 @@ def telegram(
     with _Session(settings) as rt:
         if rt.embedded:
             rt.start_worker()
-        asyncio.run(serve(rt))
+        try:
+            asyncio.run(serve(rt))
+        except OSError as error:
+            fail(f"cannot serve on the web port: {error.strerror or error}", EXIT_FAILED)
 
 
 @app.command()
@@ -387,7 +390,10 @@ def slack(
     with _Session(settings) as rt:
         if rt.embedded:
             rt.start_worker()
-        asyncio.run(serve(rt))
+        try:
+            asyncio.run(serve(rt))
+        except OSError as error:
+            fail(f"cannot serve on the web port: {error.strerror or error}", EXIT_FAILED)
 
 
 @app.command()

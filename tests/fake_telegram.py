@@ -9,21 +9,28 @@ HTML entity parsing (and its "can't parse entities" errors), "message is not mod
 "message to edit not found", 409 for a competing ``getUpdates`` or an active webhook, and
 injected failures such as a 429 with ``retry_after``.
 
+A person can run it too (``python tests/fake_telegram.py [--port 8081] [--as USER_ID]``, see
+``main``) and act as Telegram users through small JSON endpoints under ``/_fake/``: ``POST
+/_fake/say``, ``POST /_fake/press`` and ``GET /_fake/chat/<chat_id>`` (docs/TRY-TELEGRAM.md).
+
 Imports only the standard library and aiohttp; it knows nothing about portpatrol.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import copy
 import itertools
 import json
 import re
+import signal
 import socket
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -176,9 +183,12 @@ class FakeTelegram:
         self,
         token: str = "123456:TEST-TOKEN",  # noqa: S107 - the fake's own token, not a secret
         bot_username: str = "portpatrol_test_bot",
+        port: int = 0,
+        first_update_id: int = 1,
     ) -> None:
         self.token = token
         self.bot_username = bot_username
+        self.port = port  # 0: a free port, chosen at start
         bot_id, _, _ = token.partition(":")
         self.bot_user: dict[str, Any] = {
             "id": int(bot_id) if bot_id.isdigit() else 123456,
@@ -191,7 +201,7 @@ class FakeTelegram:
         self._calls: list[Call] = []
         self._updates: list[dict[str, Any]] = []
         self._served_update_ids: set[int] = set()
-        self._next_update_id = 1
+        self._next_update_id = first_update_id
         self._callback_ids = itertools.count(4_000_000_000_000_000_001)
         self._chats: dict[int, _ChatState] = {}
         self._failures: dict[str, list[_Failure]] = {}
@@ -228,7 +238,7 @@ class FakeTelegram:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start serving on 127.0.0.1 and a free port; sets ``base_url``."""
+        """Start serving on 127.0.0.1 and ``port`` (a free one by default); sets ``base_url``."""
         if self._loop is not None:
             raise RuntimeError("FakeTelegram is already running")
         self._closing = False
@@ -281,11 +291,14 @@ class FakeTelegram:
     async def _serve(self) -> int:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._add_control_routes(app)
         # A short shutdown timeout: stop() must not wait on a client that keeps a poll open.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        # A fixed --port must be reusable at once after Ctrl-C (connections in TIME_WAIT).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
         self._runner, self._socket = runner, sock
         await web.SockSite(runner, sock).start()
         port: int = sock.getsockname()[1]
@@ -440,6 +453,181 @@ class FakeTelegram:
                 for message_id, message in state.messages.items()
                 if message.from_bot
             }
+
+    # -- acting as a user (the control endpoints and the command line use these) ---------------
+
+    def say(
+        self, user_id: int, text: str, *, chat_id: int | None = None, chat_type: str = "private"
+    ) -> dict[str, Any]:
+        """Push a message from a user, as typing it in a Telegram client does; return the update."""
+        update = self.message_update(
+            user_id=user_id, text=text, chat_id=chat_id, chat_type=chat_type
+        )
+        self.push_update(update)
+        return update
+
+    def press(
+        self,
+        user_id: int,
+        message_id: int,
+        *,
+        data: str | None = None,
+        button: str | None = None,
+        chat_id: int | None = None,
+    ) -> dict[str, Any]:
+        """Press an inline button under a bot message (by callback data or button text).
+
+        Like a real client, only a button that is on the message now can be pressed; anything
+        else raises ValueError naming the buttons that are there.
+        """
+        chat_id = user_id if chat_id is None else chat_id
+        with self._lock:
+            state = self._chats.get(chat_id)
+            message = state.messages.get(message_id) if state is not None else None
+            if message is None or not message.from_bot:
+                raise ValueError(f"the bot has no message {message_id} in chat {chat_id}")
+            buttons = list(itertools.chain.from_iterable(_buttons(message.reply_markup)))
+        for candidate in buttons:
+            if "data" in candidate and (
+                candidate["data"] == data or (data is None and candidate["text"] == button)
+            ):
+                update = self.callback_update(
+                    user_id=user_id, data=candidate["data"], message_id=message_id, chat_id=chat_id
+                )
+                self.push_update(update)
+                return update
+        shown = ", ".join(f"{b['text']!r} ({b.get('data', 'link')})" for b in buttons) or "none"
+        raise ValueError(f"message {message_id} has no such button; its buttons: {shown}")
+
+    def chat_view(self, chat_id: int) -> list[dict[str, Any]]:
+        """Return the chat as its user sees it: each message's sender, visible text and buttons."""
+        with self._lock:
+            state = self._chats.get(chat_id)
+            if state is None:
+                return []
+            return [_visible(state.messages[key]) for key in sorted(state.messages)]
+
+    def bot_events(self, after: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """Return what the bot did to chats since call number ``after``, and the next number.
+
+        Each event is a message sent, edited or deleted, with the visible text and buttons at
+        that moment, so a watcher sees every step (queued, scanning, result) even when they
+        follow each other faster than it looks.
+        """
+        with self._lock:
+            calls = self._calls[after:]
+            end = after + len(calls)
+        events: list[dict[str, Any]] = []
+        for call in calls:
+            method = call.method.lower()
+            if call.status != 200:
+                continue
+            if method in (
+                "sendmessage",
+                "senddocument",
+                "editmessagetext",
+                "editmessagereplymarkup",
+            ):
+                if not isinstance(call.result, dict):
+                    continue  # an inline message edit answers True: there is no chat to show
+                kind = "sent" if method.startswith("send") else "edited"
+                events.append(
+                    {
+                        "kind": kind,
+                        "chat_id": call.result["chat"]["id"],
+                        "message_id": call.result["message_id"],
+                        "text": call.result.get("text", call.result.get("caption", "")),
+                        "buttons": _buttons(call.result.get("reply_markup")),
+                    }
+                )
+            elif method == "deletemessage":
+                events.append(
+                    {
+                        "kind": "deleted",
+                        "chat_id": _as_int(call.params.get("chat_id"), 0),
+                        "message_id": _as_int(call.params.get("message_id"), 0),
+                        "text": "",
+                        "buttons": [],
+                    }
+                )
+        return events, end
+
+    def _add_control_routes(self, app: web.Application) -> None:
+        # Bot API paths all start with /bot<token>/, so nothing under /_fake/ can clash.
+        app.router.add_get("/_fake", self._control_index)
+        app.router.add_get("/_fake/", self._control_index)
+        app.router.add_post("/_fake/say", self._control_say)
+        app.router.add_post("/_fake/press", self._control_press)
+        app.router.add_get("/_fake/chat/{chat_id}", self._control_chat)
+
+    async def _control_index(self, request: web.Request) -> web.Response:
+        return _control_json(
+            {
+                "ok": True,
+                "base_url": self.base_url,
+                "token": self.token,
+                "bot_username": self.bot_username,
+                "endpoints": {
+                    "POST /_fake/say": {"user_id": 1000, "text": "/start"},
+                    "POST /_fake/press": {"user_id": 1000, "message_id": 5, "button": "Scan again"},
+                    "GET /_fake/chat/<chat_id>": "the chat as its user sees it (JSON)",
+                    "GET /_fake/chat/<chat_id>?format=text": "the same, as plain text",
+                },
+            }
+        )
+
+    async def _control_say(self, request: web.Request) -> web.Response:
+        try:
+            body = await _control_body(request)
+            user_id = _control_int(body, "user_id")
+            text = body.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("text must be a non-empty string")
+            chat_id = _control_int(body, "chat_id") if "chat_id" in body else None
+            chat_type = str(body.get("chat_type") or "private")
+            update = self.say(user_id, text, chat_id=chat_id, chat_type=chat_type)
+        except ValueError as error:
+            return _control_error(str(error))
+        message = update["message"]
+        return _control_json(
+            {
+                "ok": True,
+                "update_id": update["update_id"],
+                "chat_id": message["chat"]["id"],
+                "message_id": message["message_id"],
+            }
+        )
+
+    async def _control_press(self, request: web.Request) -> web.Response:
+        try:
+            body = await _control_body(request)
+            user_id = _control_int(body, "user_id")
+            message_id = _control_int(body, "message_id")
+            chat_id = _control_int(body, "chat_id") if "chat_id" in body else None
+            data, button = body.get("data"), body.get("button")
+            if not isinstance(data, str) and not isinstance(button, str):
+                raise ValueError("give the button's callback data as data, or its text as button")
+            update = self.press(
+                user_id,
+                message_id,
+                data=data if isinstance(data, str) else None,
+                button=button if isinstance(button, str) else None,
+                chat_id=chat_id,
+            )
+        except ValueError as error:
+            return _control_error(str(error))
+        query = update["callback_query"]
+        return _control_json({"ok": True, "update_id": update["update_id"], "data": query["data"]})
+
+    async def _control_chat(self, request: web.Request) -> web.Response:
+        try:
+            chat_id = int(request.match_info["chat_id"])
+        except ValueError:
+            return _control_error("chat_id must be a number")
+        if request.query.get("format") == "text":
+            lines = [describe_message(message) for message in self.chat_view(chat_id)]
+            return web.Response(text="".join(f"{line}\n" for line in lines))
+        return _control_json({"ok": True, "chat_id": chat_id, "messages": self.chat_view(chat_id)})
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -784,6 +972,72 @@ class FakeTelegram:
         if username is not None:
             user["username"] = username
         return user
+
+
+# -- control endpoints ------------------------------------------------------------------------
+
+
+async def _control_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.text() or "{}")
+    except ValueError as exc:
+        raise ValueError(f"the body must be a JSON object: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
+
+
+def _control_int(body: dict[str, Any], key: str) -> int:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{key} must be a number")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{key} must be a number") from None
+
+
+def _control_json(body: dict[str, Any], status: int = 200) -> web.Response:
+    # One object per line, newline-terminated: people read these answers in a shell.
+    return web.Response(
+        text=json.dumps(body, ensure_ascii=False) + "\n",
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _control_error(description: str) -> web.Response:
+    return _control_json({"ok": False, "description": description}, status=400)
+
+
+def _buttons(markup: dict[str, Any] | None) -> list[list[dict[str, str]]]:
+    """Inline keyboard rows as {text, data} (or {text, url}) for people to read."""
+    rows: list[list[dict[str, str]]] = []
+    for row in (markup or {}).get("inline_keyboard", []):
+        shown: list[dict[str, str]] = []
+        for button in row:
+            entry = {"text": str(button.get("text", ""))}
+            if "callback_data" in button:
+                entry["data"] = str(button["callback_data"])
+            elif "url" in button:
+                entry["url"] = str(button["url"])
+            shown.append(entry)
+        rows.append(shown)
+    return rows
+
+
+def _visible(message: _StoredMessage) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "message_id": message.message_id,
+        "from": "bot" if message.from_bot else "user",
+        "user_id": message.sender.get("id"),
+        "text": message.text,
+        "edited": message.edit_date is not None,
+        "buttons": _buttons(message.reply_markup),
+    }
+    if message.document is not None:
+        shown["document"] = message.document.get("file_name")
+    return shown
 
 
 # -- request decoding --------------------------------------------------------------------------
@@ -1192,3 +1446,159 @@ def _close_tag(tag: _OpenTag, offset: int, inner: str, entities: list[dict[str, 
             if "language" in last:
                 entity["language"] = last["language"]
     entities.append(entity)
+
+
+# -- running it by hand -------------------------------------------------------------------------
+
+DEFAULT_PORT = 8081
+DEFAULT_TOKEN = "123456:TEST-TOKEN"  # noqa: S105 - the fake's own token, not a secret
+WATCH_INTERVAL_S = 0.05
+
+
+def describe_event(event: dict[str, Any], *, with_chat: bool) -> str:
+    """Word one bot event for a terminal: who did what to which message, then its text."""
+    where = f"[chat {event['chat_id']}] " if with_chat else ""
+    number = event["message_id"]
+    head = {
+        "sent": f"{where}bot, message {number}:",
+        "edited": f"{where}bot edited message {number}:",
+        "deleted": f"{where}bot deleted message {number}",
+    }[event["kind"]]
+    lines = [head, *(f"  {line}" for line in str(event["text"]).splitlines())]
+    for row in event["buttons"]:
+        lines.append("  " + "  ".join(f"[{button['text']}]" for button in row))
+    return "\n".join(lines)
+
+
+def describe_message(message: dict[str, Any]) -> str:
+    """Word one message of ``chat_view`` for a terminal: sender, number, text, buttons."""
+    sender = "bot" if message["from"] == "bot" else f"user {message['user_id']}"
+    edited = " (edited)" if message["edited"] else ""
+    lines = [f"{sender}, message {message['message_id']}{edited}:"]
+    lines += [f"  {line}" for line in str(message["text"]).splitlines()]
+    for row in message["buttons"]:
+        lines.append("  " + "  ".join(f"[{button['text']}]" for button in row))
+    return "\n".join(lines)
+
+
+def _watch(
+    fake: FakeTelegram, chat_id: int | None, stop: threading.Event, out: threading.Lock
+) -> None:
+    """Print every bot message and edit (in one chat, or all) as it happens."""
+    after = 0
+    while not stop.wait(WATCH_INTERVAL_S):
+        events, after = fake.bot_events(after)
+        for event in events:
+            if chat_id is None or event["chat_id"] == chat_id:
+                with out:
+                    print(describe_event(event, with_chat=chat_id is None), flush=True)
+
+
+def _act(fake: FakeTelegram, user_id: int, line: str) -> str | None:
+    """Push one typed line as the user; ``!press MESSAGE_ID BUTTON`` presses a button."""
+    if not line.startswith("!"):
+        fake.say(user_id, line)
+        return None
+    verb, _, rest = line[1:].partition(" ")
+    number, _, button = rest.strip().partition(" ")
+    if verb != "press" or not number.isdigit() or not button.strip():
+        return "fake: lines starting with ! are: !press MESSAGE_ID BUTTON TEXT"
+    try:
+        fake.press(user_id, int(number), button=button.strip())
+    except ValueError as error:
+        return f"fake: {error}"
+    return None
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the fake in the foreground until Ctrl-C; with ``--as`` type as that Telegram user."""
+    parser = argparse.ArgumentParser(
+        description="A local fake Telegram Bot API server (nothing reaches Telegram)."
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default 8081")
+    parser.add_argument("--token", default=DEFAULT_TOKEN, help=f"default {DEFAULT_TOKEN}")
+    parser.add_argument("--username", default="portpatrol_test_bot", help="the bot's @username")
+    parser.add_argument(
+        "--as",
+        dest="as_user",
+        type=int,
+        metavar="USER_ID",
+        help="read lines from stdin and send each as a message from this Telegram user id; "
+        "!press MESSAGE_ID BUTTON presses a button; only this user's chat is shown",
+    )
+    arguments = parser.parse_args(argv)
+    # Update ids only grow on Telegram, and a bot remembers the ones it handled (portpatrol for
+    # a day, in Redis): numbering from the clock keeps a restarted fake from reusing them.
+    fake = FakeTelegram(
+        arguments.token,
+        arguments.username,
+        port=arguments.port,
+        first_update_id=int(time.time() * 1000),
+    )
+    try:
+        fake.start()
+    except OSError as error:
+        print(
+            f"fake_telegram: cannot listen on 127.0.0.1:{arguments.port}: {error}", file=sys.stderr
+        )
+        return 1
+    root = fake.base_url.removesuffix("/bot")
+    example_user = arguments.as_user or 3000
+    print(
+        f"Fake Telegram Bot API on {root} (Ctrl-C stops it)\n"
+        f"  TELEGRAM_API_BASE_URL={fake.base_url}\n"
+        f"  TELEGRAM_BOT_TOKEN={fake.token}\n"
+        f"Act as user {example_user}:\n"
+        f'  curl -s {root}/_fake/say -d \'{{"user_id": {example_user}, "text": "/start"}}\'\n'
+        f"  curl -s '{root}/_fake/chat/{example_user}?format=text'\n"
+        f"  curl -s {root}/_fake/press -d "
+        f'\'{{"user_id": {example_user}, "message_id": 5, "button": "Scan again"}}\'',
+        flush=True,
+    )
+    # SIGTERM and a closed terminal end it as cleanly as Ctrl-C; SIGINT too when started in the
+    # background, where the shell leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    out = threading.Lock()
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_watch, args=(fake, arguments.as_user, stop, out), name="watch", daemon=True
+    )
+    watcher.start()
+    try:
+        if arguments.as_user is not None:
+            print(
+                f"Type messages as Telegram user {arguments.as_user}; each line is sent.",
+                flush=True,
+            )
+            for line in sys.stdin:
+                text = line.strip()
+                if not text:
+                    continue
+                if not sys.stdin.isatty():
+                    with out:
+                        print(f"you: {text}", flush=True)
+                problem = _act(fake, arguments.as_user, text)
+                if problem:
+                    with out:
+                        print(problem, flush=True)
+            print("(end of input: still serving; Ctrl-C stops)", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        watcher.join(1)
+        fake.stop()
+    print("fake Telegram stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
-from fake_telegram import FakeTelegram, MarkupError, parse_html
+from fake_telegram import FakeTelegram, MarkupError, describe_event, parse_html
 from telegram import (
     Bot,
     BotCommand,
@@ -436,3 +442,203 @@ def test_a_second_poller_terminates_the_first(fake: FakeTelegram) -> None:
                 await older
 
     asyncio.run(scenario())
+
+
+# -- acting as a user: the control endpoints and the command line --------------------------------
+
+
+def control_url(fake: FakeTelegram, path: str) -> str:
+    """The URL of a control endpoint of the fake (outside the Bot API's /bot<token>/ paths)."""
+    return fake.base_url.removesuffix("/bot") + path
+
+
+def test_control_say_pushes_a_message_the_bot_polls(fake: FakeTelegram) -> None:
+    """POST /_fake/say queues a message from the user that getUpdates serves and the chat shows."""
+    with httpx.Client() as client:
+        answer = client.post(
+            control_url(fake, "/_fake/say"), json={"user_id": 3000, "text": "/check"}
+        )
+    assert answer.status_code == 200
+    assert answer.json() == {"ok": True, "update_id": 1, "chat_id": 3000, "message_id": 1}
+
+    async def scenario() -> None:
+        async with bot_for(fake) as bot:
+            [update] = await bot.get_updates()
+            assert update.message is not None
+            assert update.message.text == "/check"
+            assert update.message.from_user is not None
+            assert update.message.from_user.id == 3000
+
+    asyncio.run(scenario())
+    assert fake.chat_view(3000)[0]["from"] == "user"
+
+
+def test_control_chat_shows_visible_text_buttons_and_edits(fake: FakeTelegram) -> None:
+    """GET /_fake/chat/<id> lists messages as the user sees them: parsed text, buttons, edits."""
+    keyboard = InlineKeyboardMarkup(
+        [[InlineKeyboardButton("Scan again", callback_data="again:j1")]]
+    )
+
+    async def scenario() -> None:
+        async with bot_for(fake) as bot:
+            sent = await bot.send_message(
+                USER, "<b>Queued</b> &lt;1&gt;", parse_mode=ParseMode.HTML
+            )
+            await bot.edit_message_text(
+                "Risk: LOW", chat_id=USER, message_id=sent.id, reply_markup=keyboard
+            )
+
+    asyncio.run(scenario())
+    with httpx.Client() as client:
+        view = client.get(control_url(fake, f"/_fake/chat/{USER}")).json()
+        unknown = client.get(control_url(fake, "/_fake/chat/99")).json()
+        bad = client.get(control_url(fake, "/_fake/chat/abc"))
+        text = client.get(control_url(fake, f"/_fake/chat/{USER}"), params={"format": "text"})
+    assert view["messages"] == [
+        {
+            "message_id": 1,
+            "from": "bot",
+            "user_id": 123456,
+            "text": "Risk: LOW",
+            "edited": True,
+            "buttons": [[{"text": "Scan again", "data": "again:j1"}]],
+        }
+    ]
+    assert unknown == {"ok": True, "chat_id": 99, "messages": []}
+    assert text.text == "bot, message 1 (edited):\n  Risk: LOW\n  [Scan again]\n"
+    assert bad.status_code == 400
+
+
+def test_control_press_sends_the_buttons_callback_and_refuses_others(fake: FakeTelegram) -> None:
+    """POST /_fake/press sends a callback_query for a button on the message, by text or data."""
+    keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Full scan", callback_data="full:j2")]])
+
+    async def scenario() -> None:
+        async with bot_for(fake) as bot:
+            await bot.send_message(USER, "result", reply_markup=keyboard)
+
+    asyncio.run(scenario())
+    url = control_url(fake, "/_fake/press")
+    with httpx.Client() as client:
+        by_text = client.post(url, json={"user_id": USER, "message_id": 1, "button": "Full scan"})
+        by_data = client.post(url, json={"user_id": USER, "message_id": 1, "data": "full:j2"})
+        missing = client.post(url, json={"user_id": USER, "message_id": 1, "data": "again:j2"})
+        no_message = client.post(url, json={"user_id": USER, "message_id": 7, "data": "full:j2"})
+    assert by_text.json()["data"] == by_data.json()["data"] == "full:j2"
+    assert missing.status_code == 400
+    assert "'Full scan' (full:j2)" in missing.json()["description"]
+    assert no_message.status_code == 400
+    queries = [update["callback_query"] for update in fake._updates]
+    assert [(query["from"]["id"], query["message"]["message_id"]) for query in queries] == [
+        (USER, 1),
+        (USER, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/_fake/say", b"not json"),
+        ("/_fake/say", b"[1]"),
+        ("/_fake/say", b'{"text": "/start"}'),
+        ("/_fake/say", b'{"user_id": true, "text": "/start"}'),
+        ("/_fake/say", b'{"user_id": 5, "text": "  "}'),
+        ("/_fake/press", b'{"user_id": 5, "message_id": 1}'),
+    ],
+)
+def test_control_endpoints_refuse_bad_input_with_a_reason(
+    fake: FakeTelegram, path: str, body: bytes
+) -> None:
+    """Malformed control requests get 400 with a description and push nothing."""
+    with httpx.Client() as client:
+        answer = client.post(control_url(fake, path), content=body)
+    assert answer.status_code == 400
+    assert answer.json()["ok"] is False
+    assert answer.json()["description"]
+    assert fake._updates == []
+
+
+def test_bot_events_keep_every_step_of_an_edited_message(fake: FakeTelegram) -> None:
+    """bot_events returns each send and edit with the text of that moment, and resumes after."""
+
+    async def scenario() -> None:
+        async with bot_for(fake) as bot:
+            sent = await bot.send_message(USER, "Queued")
+            await bot.edit_message_text("Scanning…", chat_id=USER, message_id=sent.id)
+            await bot.edit_message_text("Risk: LOW", chat_id=USER, message_id=sent.id)
+
+    asyncio.run(scenario())
+    events, end = fake.bot_events()
+    assert [(event["kind"], event["text"]) for event in events] == [
+        ("sent", "Queued"),
+        ("edited", "Scanning…"),
+        ("edited", "Risk: LOW"),
+    ]
+    assert fake.bot_events(end) == ([], end)
+    assert describe_event(events[1], with_chat=True) == (
+        f"[chat {USER}] bot edited message 1:\n  Scanning…"
+    )
+
+
+def read_until(process: subprocess.Popen[bytes], marker: str, timeout: float = 10) -> str:
+    """Read the process's stdout until it contains ``marker``; return what was read."""
+    assert process.stdout is not None
+    # os.read, not readline: a buffered reader would hide lines from select().
+    descriptor = process.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker.encode() not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {marker!r} in output:\n{seen.decode()}"
+        ready, _, _ = select.select([descriptor], [], [], remaining)
+        if ready:
+            chunk = os.read(descriptor, 65536)
+            assert chunk, f"the fake exited; output:\n{seen.decode()}"
+            seen += chunk
+    return seen.decode()
+
+
+def test_command_line_as_a_user_sends_lines_and_prints_replies_and_edits() -> None:
+    """`fake_telegram.py --as N` sends each stdin line as user N and prints sends and edits."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = Path(__file__).with_name("fake_telegram.py")
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--port", str(port), "--as", "3000"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        banner = read_until(process, "Type messages")
+        assert f"TELEGRAM_API_BASE_URL=http://127.0.0.1:{port}/bot" in banner
+        assert process.stdin is not None
+        process.stdin.write(b"/start\n")
+        process.stdin.flush()
+        read_until(process, "you: /start")
+        api = f"http://127.0.0.1:{port}/bot123456:TEST-TOKEN"
+        with httpx.Client() as client:
+            [update] = client.post(f"{api}/getUpdates").json()["result"]
+            assert update["message"]["text"] == "/start"
+            # Numbered from the clock: a bot that remembers handled ids still sees a restart's.
+            assert update["update_id"] > 1_700_000_000_000
+            client.post(f"{api}/sendMessage", json={"chat_id": 3000, "text": "Welcome"})
+            client.post(
+                f"{api}/editMessageText",
+                json={"chat_id": 3000, "message_id": 2, "text": "Welcome back"},
+            )
+            client.post(f"{api}/sendMessage", json={"chat_id": 4000, "text": "someone else"})
+        shown = read_until(process, "Welcome back")
+        assert "bot, message 2:\n  Welcome\n" in shown
+        assert "bot edited message 2:\n  Welcome back" in shown
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=10)[0].decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert "someone else" not in shown + rest
+    assert "fake Telegram stopped" in rest
+    assert process.returncode == 0

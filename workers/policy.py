@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -42,9 +43,9 @@ class NetworkEntry(Frozen):
     added_by: str = Field(max_length=200)
     added_at: UtcDatetime
 
-    @property
+    @cached_property
     def ip_network(self) -> IPNetwork:
-        """Return the entry as an ``ipaddress`` network."""
+        """Return the entry as an ``ipaddress`` network (parsed once per entry)."""
         return ipaddress.ip_network(self.network)
 
 

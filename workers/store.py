@@ -9,6 +9,7 @@ Imports: redis, ``workers.models``, ``workers.policy``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import redis
@@ -138,9 +139,7 @@ class PolicyStore:
         return entry
 
     def _entries(self, key: str) -> list[NetworkEntry]:
-        raw = self._redis.hgetall(key)
-        entries = [NetworkEntry.model_validate_json(value) for value in raw.values()]
-        return sorted(entries, key=lambda entry: (entry.ip_network.version, entry.ip_network))
+        return _parse_entries(self._redis.hgetall(key))
 
     # Verified own addresses -------------------------------------------------------------------
 
@@ -161,9 +160,20 @@ class PolicyStore:
 
     def facts_for(self, requester: Requester, role: Role | None = None) -> PolicyFacts:
         """Gather what ``workers.policy.decide`` needs for this requester."""
+        # One round trip: this runs for every request and again in the worker.
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(ALLOW_KEY)
+            pipe.hgetall(OPT_OUT_KEY)
+            pipe.get(f"{VERIFIED_PREFIX}{requester}")
+            allow, opt_outs, verified = pipe.execute()
         return PolicyFacts(
             role=role if role is not None else self.role_of(requester),
-            allow=self.allow_entries(),
-            opt_outs=self.opt_outs(),
-            verified_address=self.verified_address(requester),
+            allow=_parse_entries(allow),
+            opt_outs=_parse_entries(opt_outs),
+            verified_address=as_text(verified) if verified else None,
         )
+
+
+def _parse_entries(raw: Mapping[bytes | str, bytes | str]) -> list[NetworkEntry]:
+    entries = [NetworkEntry.model_validate_json(value) for value in raw.values()]
+    return sorted(entries, key=lambda entry: (entry.ip_network.version, entry.ip_network))
