@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, NoReturn
 
 import redis
@@ -289,6 +290,27 @@ def console(
         run_repl(rt, requester or rt.operator)
 
 
+def run_until_signalled(
+    settings: Settings, serve: Callable[[Runtime, asyncio.Event], Awaitable[None]]
+) -> None:
+    """Run a long-lived front end until SIGINT or SIGTERM (embedded mode: with its own worker)."""
+
+    async def main(rt: Runtime) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(rt, stop)
+
+    with _Session(settings) as rt:
+        if rt.embedded:
+            rt.start_worker()
+        try:
+            asyncio.run(main(rt))
+        except OSError as error:
+            fail(f"cannot serve on the web port: {error.strerror or error}", EXIT_FAILED)
+
+
 @app.command()
 def telegram(
     webhook: Annotated[
@@ -304,7 +326,9 @@ def telegram(
     port: Annotated[int | None, typer.Option(help="Web server port (PORTPATROL_WEB_PORT).")] = None,
 ) -> None:
     """The Telegram bot: long polling (or --webhook), plus /check links, health and metrics."""
-    from bot.telegram.app import TelegramBot  # noqa: PLC0415 - only this command needs PTB
+    from telegram.error import InvalidToken, NetworkError  # noqa: PLC0415 - only needed here
+
+    from bot.telegram.app import TelegramBot  # noqa: PLC0415
     from bot.web import WebServer  # noqa: PLC0415
 
     # Opt in to python-telegram-bot's timedelta retry_after now (its int form is deprecated and
@@ -323,29 +347,30 @@ def telegram(
         secret = settings.telegram_webhook_secret.get_secret_value()
     token = settings.telegram_bot_token.get_secret_value()
 
-    async def serve(rt: Runtime) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        bot = TelegramBot(
-            rt, token=token, base_url=settings.telegram_api_base_url, webhook_secret=secret
-        )
+    async def serve(rt: Runtime, stop: asyncio.Event) -> None:
+        try:
+            bot = TelegramBot(
+                rt, token=token, base_url=settings.telegram_api_base_url, webhook_secret=secret
+            )
+        except InvalidToken:
+            fail("TELEGRAM_BOT_TOKEN is not a bot token (it looks like 123456:ABC-…)", EXIT_REFUSED)
         web_server = WebServer(
             rt,
             host=host or settings.web_host,
             port=settings.web_port if port is None else port,
             checks=True,
         )
-        await bot.run(web_server, webhook_url=webhook_url, stop=stop)
-
-    with _Session(settings) as rt:
-        if rt.embedded:
-            rt.start_worker()
         try:
-            asyncio.run(serve(rt))
-        except OSError as error:
-            fail(f"cannot serve on the web port: {error.strerror or error}", EXIT_FAILED)
+            await bot.run(web_server, webhook_url=webhook_url, stop=stop)
+        except InvalidToken:
+            fail("Telegram refused TELEGRAM_BOT_TOKEN (check it with @BotFather)", EXIT_REFUSED)
+        except NetworkError as error:
+            fail(
+                f"cannot reach the Bot API at {settings.telegram_api_base_url}: {error}",
+                EXIT_FAILED,
+            )
+
+    run_until_signalled(settings, serve)
 
 
 @app.command()
@@ -369,11 +394,7 @@ def slack(
     signing_secret = settings.slack_signing_secret.get_secret_value()
     app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
 
-    async def serve(rt: Runtime) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+    async def serve(rt: Runtime, stop: asyncio.Event) -> None:
         bot = SlackBot(
             rt,
             bot_token=bot_token,
@@ -387,13 +408,7 @@ def slack(
         )
         await bot.run(web_server, app_token=app_token, stop=stop)
 
-    with _Session(settings) as rt:
-        if rt.embedded:
-            rt.start_worker()
-        try:
-            asyncio.run(serve(rt))
-        except OSError as error:
-            fail(f"cannot serve on the web port: {error.strerror or error}", EXIT_FAILED)
+    run_until_signalled(settings, serve)
 
 
 @app.command()

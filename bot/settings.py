@@ -113,6 +113,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item[:64]!r} is not an address or network") from error
         return value
 
+    @field_validator(
+        "telegram_bot_token",
+        "telegram_webhook_secret",
+        "slack_bot_token",
+        "slack_signing_secret",
+        "slack_app_token",
+        "public_url",
+        "redis_url",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `export TELEGRAM_BOT_TOKEN=` means "not set", not "set to nothing".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("telegram_webhook_secret")
     @classmethod
     def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:

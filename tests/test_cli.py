@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from harness import RecordingNmap
+from harness import RecordingNmap, free_port
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -114,7 +114,9 @@ def reason_lines(stderr: str) -> list[str]:
 
 
 HELP_CASES = [
-    ((), ["demo", "console", "scan", "worker", "allow", "role"]),
+    ((), ["demo", "console", "scan", "worker", "allow", "role", "telegram", "slack"]),
+    (("telegram",), ["--webhook", "--host", "--port"]),
+    (("slack",), ["--host", "--port"]),
     (("demo",), ["--address"]),
     (("console",), ["--as"]),
     (("scan",), ["TARGET", "--profile", "--json", "--pickup-timeout"]),
@@ -276,3 +278,45 @@ def test_invalid_settings_fail_listing_every_problem(run: Run, state_dir: Path) 
     assert "PORTPATROL_QUEUE_MAX" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(state_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "expected_code", "expected"),
+    [
+        ("telegram", {"TELEGRAM_BOT_TOKEN": ""}, 2, "TELEGRAM_BOT_TOKEN is not set"),
+        ("telegram", {"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_WEBHOOK_SECRET": "s"}, 2, None),
+        ("slack", {"SLACK_BOT_TOKEN": "xoxb-1"}, 2, "SLACK_SIGNING_SECRET must be set"),
+        ("telegram", {"TELEGRAM_WEBHOOK_SECRET": "bad secret!"}, 2, "TELEGRAM_WEBHOOK_SECRET"),
+    ],
+)
+def test_chat_front_ends_refuse_to_start_without_their_settings(  # noqa: PLR0917 - fixtures
+    run: Run,
+    state_dir: Path,
+    command: str,
+    extra: dict[str, str],
+    expected_code: int,
+    expected: str | None,
+) -> None:
+    """`telegram` and `slack` stop at once, with one clear reason, when settings are missing."""
+    args = [command, "--webhook"] if expected is None else [command]
+    result = run(*args, env=base_env(state_dir, **extra), timeout=60)
+    assert result.returncode == expected_code
+    reason = "\n".join(reason_lines(result.stderr))
+    assert "Traceback" not in result.stderr
+    assert (expected or "--webhook needs PORTPATROL_PUBLIC_URL") in reason
+
+
+def test_telegram_says_when_the_bot_api_cannot_be_reached(run: Run, state_dir: Path) -> None:
+    """An unreachable Bot API is one line on stderr with the URL, never the token."""
+    closed = f"http://127.0.0.1:{free_port()}/bot"
+    env = base_env(
+        state_dir,
+        TELEGRAM_BOT_TOKEN="123456:SECRET-TOKEN-VALUE",  # noqa: S106 - a fake token to look for
+        TELEGRAM_API_BASE_URL=closed,
+        PORTPATROL_WEB_PORT=str(free_port()),
+    )
+    result = run("telegram", env=env, timeout=90)
+    assert result.returncode == 1
+    assert f"cannot reach the Bot API at {closed}" in result.stderr
+    assert "SECRET-TOKEN-VALUE" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
