@@ -26,10 +26,12 @@ Each round sends all commands at once from one asyncio loop (aiohttp, one connec
 request in flight), each signed exactly as Slack signs it, from user ``UBENCH01``… in turn, each
 user in a channel of their own. Per command it takes (a) the HTTP ack time, from just before
 the request is sent to the end of the response body, and (b) the time from the same start to
-the arrival at the fake of the first ``chat.postMessage`` in that user's channel naming the job
-id the ack gave (both on this process's ``time.monotonic``). A few uncounted warm-up commands,
-one at a time, come first; their figures are printed as the idle floor. The app's CPU time per
-round (from ``/proc``) is printed too: it shows whether the app was waiting or working.
+the arrival at the fake of the first ``chat.postMessage`` in that user's channel naming that
+address: the job's own message (both on this process's ``time.monotonic``). An ack that is not
+"Queued …" (no queue position) is still timed, and counted in a warning. A few uncounted
+warm-up commands, one at a time, come first; their figures are printed as the idle floor. The
+app's CPU time per round (from ``/proc``) is printed too: it shows whether the app was waiting
+or working; so is this process's (load client and fake), which runs on the other core.
 Imports: stdlib, aiohttp, redis, rq, ``bot`` and ``workers``, the fake from ``tests/`` and the
 process helpers of ``bench/overhead.py``.
 """
@@ -90,6 +92,7 @@ START_TIMEOUT_S = 60.0
 REPLY_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 30.0
 JOB_ID = re.compile(r"as job ([A-Za-z0-9_-]+)")
+ADDRESS = re.compile(r"127\.77\.\d+\.\d+(?!\d)")
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,44 @@ def versions() -> str:
     """Versions of the libraries on the measured path."""
     names = ["slack_bolt", "slack_sdk", "aiohttp", "rq", "redis"]
     return ", ".join(f"{name} {metadata.version(name)}" for name in names)
+
+
+def code_version() -> str:
+    """The commit measured, and whether the work tree differs from it."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown (git is not installed)"
+    try:
+        head = subprocess.run(
+            [git, "-C", str(ROOT), "log", "-1", "--format=%h %cI"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [git, "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def call_counts(calls: Sequence[Call]) -> str:
+    """Say which Web API methods the app called, how often, and how many failed."""
+    counts: dict[str, list[int]] = {}
+    for call in calls:
+        tally = counts.setdefault(call.method, [0, 0])
+        tally[0] += 1
+        tally[1] += 0 if call.ok else 1
+    return ", ".join(
+        f"{method} {total}" + (f" ({failed} failed)" if failed else "")
+        for method, (total, failed) in sorted(counts.items())
+    )
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -254,15 +295,15 @@ async def send_all(url: str, secret: str, commands: Sequence[Planned]) -> list[S
 
 
 def first_posts(calls: list[Call], after: int) -> dict[tuple[str, str], float]:
-    """Map (channel, job id) to the arrival time of the first successful chat.postMessage."""
+    """Map (channel, address) to the arrival time of the first chat.postMessage naming it."""
     found: dict[tuple[str, str], float] = {}
     for call in calls[after:]:
         if call.method != "chat.postMessage" or not call.ok:
             continue
         text = str(call.params.get("text", "")) + json.dumps(call.params.get("blocks", []))
         channel = str(call.params.get("channel", ""))
-        for job_id in set(JOB_ID.findall(text)):
-            found.setdefault((channel, job_id), call.at)
+        for address in set(ADDRESS.findall(text)):
+            found.setdefault((channel, address), call.at)
     return found
 
 
@@ -272,23 +313,23 @@ def run_round(
     """Send ``commands`` at once; wait for each one's first chat message; return the span too."""
     after = len(fake.calls())
     acked = asyncio.run(send_all(url, secret, commands))
-    bad = [sample for sample in acked if sample.status != 200 or sample.job_id is None]
+    bad = [sample for sample in acked if sample.status != 200]
     if bad:
         raise BenchError(
-            f"{len(bad)} command(s) were not accepted; first: HTTP {bad[0].status} "
+            f"{len(bad)} command(s) were not acknowledged; first: HTTP {bad[0].status} "
             f"{bad[0].ack_text[:200]!r}"
         )
     deadline = time.monotonic() + REPLY_TIMEOUT_S
     while True:
         posts = first_posts(fake.calls(), after)
-        if all((sample.channel, sample.job_id) in posts for sample in acked):
+        if all((sample.channel, sample.address) in posts for sample in acked):
             break
         if time.monotonic() > deadline:
-            missing = [s for s in acked if (s.channel, s.job_id) not in posts]
+            missing = [s for s in acked if (s.channel, s.address) not in posts]
             raise BenchError(f"{len(missing)} command(s) got no channel message in time")
         time.sleep(0.02)
     samples = [
-        dataclasses.replace(sample, posted_at=posts[(sample.channel, sample.job_id or "")])
+        dataclasses.replace(sample, posted_at=posts[(sample.channel, sample.address)])
         for sample in acked
     ]
     first_sent = min(sample.sent_at for sample in samples)
@@ -360,6 +401,87 @@ def nothing_scanned(url: str) -> str:
         connection.close()
 
 
+def prepare(
+    url: str, directory: Path, port: int, agents: Sequence[str], rounds: int
+) -> dict[str, str]:
+    """Grant the agents, allow one lab /24 per round; return the app's settings as env values."""
+    values = {
+        "REDIS_URL": url,
+        "PORTPATROL_STATE_DIR": str(directory / "state"),
+        "PORTPATROL_AGENT_RATE": GENEROUS_RATE,
+        "PORTPATROL_USER_RATE": GENEROUS_RATE,
+        "PORTPATROL_TARGET_RATE": GENEROUS_RATE,
+        "PORTPATROL_QUEUE_MAX": str(1_000_000),
+        "PORTPATROL_WEB_HOST": "127.0.0.1",
+        "PORTPATROL_WEB_PORT": str(port),
+    }
+    settings = Settings.model_validate(values)
+    with runtime(settings, operator=Requester(platform="cli", user="bench")) as rt:
+        for user in [WARMUP_USER, *agents]:
+            rt.admin.grant(rt.operator, f"slack:{user}", Role.AGENT)
+        for round_number in range(rounds + 1):  # round 0 holds the warm-up addresses
+            rt.admin.allow(
+                rt.operator,
+                f"127.77.{round_number}.0/24",
+                lab=True,
+                note="bench/slack_ack.py: never scanned, no worker runs",
+            )
+    return values
+
+
+def app_environment(values: dict[str, str], fake: FakeSlack, secret: str) -> dict[str, str]:
+    """The app's environment: ours without any PORTPATROL_ or SLACK_ setting, then the bench's."""
+    return {
+        **{
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("PORTPATROL_", "SLACK_"))  # no Socket Mode, no real token
+        },
+        **values,
+        # Always the fake: the benchmark must never reach the real Slack.
+        "SLACK_API_BASE_URL": fake.base_url,
+        "SLACK_BOT_TOKEN": fake.bot_token,
+        "SLACK_SIGNING_SECRET": secret,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def run_rounds(
+    fake: FakeSlack,
+    url: str,
+    secret: str,
+    agents: Sequence[str],
+    *,
+    commands: int,
+    rounds: int,
+    app_pid: int,
+) -> tuple[list[Sample], list[float], list[float]]:
+    """Run the counted rounds, 1 s apart; return the samples, spans and app CPU per round (ms)."""
+    samples: list[Sample] = []
+    spans: list[float] = []
+    cpu_ms: list[float] = []
+    for round_number in range(1, rounds + 1):
+        addresses = [f"127.77.{round_number}.{index + 1}" for index in range(commands)]
+        planned = plan(fake, agents, addresses)
+        cpu_before, own_before = cpu_seconds(app_pid), time.process_time()
+        got, span = run_round(fake, url, secret, planned)
+        cpu_ms.append((cpu_seconds(app_pid) - cpu_before) * 1000)
+        own_ms = (time.process_time() - own_before) * 1000
+        samples += got
+        spans.append(span)
+        acks = [sample.ack_ms for sample in got]
+        posts = [sample.post_ms for sample in got]
+        print(
+            f"round {round_number}: ack p50 {percentile(acks, 0.5):6.1f} p99 "
+            f"{percentile(acks, 0.99):6.1f} ms   post p50 {percentile(posts, 0.5):6.1f} p99 "
+            f"{percentile(posts, 0.99):6.1f} ms   span {span:6.0f} ms   CPU: app "
+            f"{cpu_ms[-1]:4.0f} ms, bench {own_ms:4.0f} ms",
+            flush=True,
+        )
+        time.sleep(1)
+    return samples, spans, cpu_ms
+
+
 def measure(commands: int, users: int, rounds: int, dump: Path | None = None) -> int:
     """Set everything up, run the rounds, print the figures; clean up."""
     binary = shutil.which("redis-server")
@@ -370,6 +492,7 @@ def measure(commands: int, users: int, rounds: int, dump: Path | None = None) ->
     machine = [line for line in machine_lines(binary) if not line.startswith("nmap:")]
     print("\n".join(machine))
     print(f"libraries: {versions()}")
+    print(f"code:      {code_version()}")
     agents = [user_id(index) for index in range(users)]
     secret = secrets.token_hex(16)  # this run's signing secret, shared by app and bench only
 
@@ -378,49 +501,16 @@ def measure(commands: int, users: int, rounds: int, dump: Path | None = None) ->
         url = stack.enter_context(redis_server(binary, directory))
         fake = stack.enter_context(FakeSlack(team_id=TEAM))
         port = free_port()
-        values = {
-            "REDIS_URL": url,
-            "PORTPATROL_STATE_DIR": str(directory / "state"),
-            "PORTPATROL_AGENT_RATE": GENEROUS_RATE,
-            "PORTPATROL_USER_RATE": GENEROUS_RATE,
-            "PORTPATROL_TARGET_RATE": GENEROUS_RATE,
-            "PORTPATROL_QUEUE_MAX": str(1_000_000),
-            "PORTPATROL_WEB_HOST": "127.0.0.1",
-            "PORTPATROL_WEB_PORT": str(port),
-        }
-        settings = Settings.model_validate(values)
-        with runtime(settings, operator=Requester(platform="cli", user="bench")) as rt:
-            for user in [WARMUP_USER, *agents]:
-                rt.admin.grant(rt.operator, f"slack:{user}", Role.AGENT)
-            for round_number in range(rounds + 1):  # round 0 holds the warm-up addresses
-                rt.admin.allow(
-                    rt.operator,
-                    f"127.77.{round_number}.0/24",
-                    lab=True,
-                    note="bench/slack_ack.py: never scanned, no worker runs",
-                )
-        env = {
-            **{
-                key: value
-                for key, value in os.environ.items()
-                if not key.startswith(("PORTPATROL_", "SLACK_"))  # no Socket Mode, no real token
-            },
-            **values,
-            # Always the fake: the benchmark must never reach the real Slack.
-            "SLACK_API_BASE_URL": fake.base_url,
-            "SLACK_BOT_TOKEN": fake.bot_token,
-            "SLACK_SIGNING_SECRET": secret,
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = app_environment(prepare(url, directory, port, agents, rounds), fake, secret)
         events_url = f"http://127.0.0.1:{port}/slack/events"
         print(
             f"setup:     portpatrol slack (subprocess, HTTP mode) on {events_url} → fake Web API "
             f"{fake.base_url}; redis {url}; no worker"
         )
         print(
-            f"load:      {rounds} round(s) of {commands} signed /scan commands from {users} agents, "
-            f"sent at once (aiohttp, one connection each); targets in 127.77.R.0/24 (lab); "
-            f"{WARMUP_COMMANDS} warm-up commands not counted"
+            f"load:      {rounds} round(s) of {commands} signed /scan commands from {users} "
+            f"agents, sent at once (aiohttp, one connection each); targets in 127.77.R.0/24 "
+            f"(lab); {WARMUP_COMMANDS} warm-up commands not counted"
         )
         app_pid = stack.enter_context(app_process(env, directory, port))
         floor = warm_up(fake, events_url, secret)
@@ -430,27 +520,10 @@ def measure(commands: int, users: int, rounds: int, dump: Path | None = None) ->
             + " ms (warm-up, not counted)",
             flush=True,
         )
-        samples: list[Sample] = []
-        spans: list[float] = []
-        cpu_ms: list[float] = []
-        for round_number in range(1, rounds + 1):
-            addresses = [f"127.77.{round_number}.{index + 1}" for index in range(commands)]
-            planned = plan(fake, agents, addresses)
-            cpu_before = cpu_seconds(app_pid)
-            got, span = run_round(fake, events_url, secret, planned)
-            cpu_ms.append((cpu_seconds(app_pid) - cpu_before) * 1000)
-            samples += got
-            spans.append(span)
-            acks = [sample.ack_ms for sample in got]
-            posts = [sample.post_ms for sample in got]
-            print(
-                f"round {round_number}: ack p50 {percentile(acks, 0.5):6.1f} p99 "
-                f"{percentile(acks, 0.99):6.1f} ms   post p50 {percentile(posts, 0.5):6.1f} p99 "
-                f"{percentile(posts, 0.99):6.1f} ms   span {span:6.0f} ms   app CPU "
-                f"{cpu_ms[-1]:5.0f} ms",
-                flush=True,
-            )
-            time.sleep(1)
+        calls_before = len(fake.calls())
+        samples, spans, cpu_ms = run_rounds(
+            fake, events_url, secret, agents, commands=commands, rounds=rounds, app_pid=app_pid
+        )
         print()
         print("\n".join(report(samples, spans)))
         print(
@@ -458,6 +531,7 @@ def measure(commands: int, users: int, rounds: int, dump: Path | None = None) ->
             f"(median round: {statistics.median(cpu_ms):.0f} ms of CPU in a "
             f"{statistics.median(spans):.0f} ms span; 10 ms clock ticks)"
         )
+        print(f"Web API:          {call_counts(fake.calls()[calls_before:])} (during the rounds)")
         if dump is not None:
             dump.write_text(json.dumps([dataclasses.asdict(sample) for sample in samples]))
         print(f"check:            {nothing_scanned(url)}")

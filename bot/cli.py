@@ -1,8 +1,9 @@
-"""The ``portpatrol`` command: demo, console, scan, worker, and the admin's allow/role commands.
+"""The ``portpatrol`` command: demo, console, scan, worker, and the admin commands.
 
 Settings are read here, once, and passed on. Exit status: 0 on success; 1 when a scan failed;
 2 when a request was refused or the input is wrong; 3 when no worker answered in time.
-The CLI acts as the local operator: an admin, audited as ``cli:<os user>``.
+The CLI acts as the local operator: an admin (allow, role, audit, forget), audited as
+``cli:<os user>``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import redis
@@ -24,15 +26,18 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from bot.console.session import ConsoleSession
+from bot.core.commands import parse_since, printable
 from bot.core.messages import Reply, ReplyKind
 from bot.core.render import render_report
 from bot.observability import configure_logging
 from bot.settings import Settings, SettingsError, load_settings
 from bot.wiring import Runtime, run_worker, runtime, state_dir_note
+from workers.audit import AuditEvent
 from workers.datafile import DataFileError
 from workers.embedded import EmbeddedRedisUnavailable
-from workers.models import Requester, Role
-from workers.policy import PolicyRefused
+from workers.models import Requester, Role, utc_now
+from workers.policy import DEFAULT_SCOPE, NetworkEntry, PolicyRefused
+from workers.store import parse_principal
 from workers.tickets import ScanRefused, TicketState
 
 log = structlog.get_logger(__name__)
@@ -53,8 +58,13 @@ allow_app = typer.Typer(
 role_app = typer.Typer(
     help="Admin: give platform:user_id the role agent or admin.", no_args_is_help=True
 )
+optout_app = typer.Typer(
+    help="Admin: the opt-out list (ranges whose owners asked not to be scanned; always refused).",
+    no_args_is_help=True,
+)
 app.add_typer(allow_app, name="allow")
 app.add_typer(role_app, name="role")
+app.add_typer(optout_app, name="optout")
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -436,17 +446,27 @@ def allow_add(
     lab: Annotated[
         bool, typer.Option(help="Allow special-purpose space (loopback, private…) for a lab.")
     ] = False,
+    scope: Annotated[
+        str, typer.Option(help="The scope: a named group of ranges, e.g. customers or lab.")
+    ] = DEFAULT_SCOPE,
 ) -> None:
-    """Allow scanning a network."""
+    """Allow scanning a network (one entry per network: adding it again replaces it)."""
     settings = settings_or_exit()
     with _Session(settings) as rt:
         try:
-            entry = rt.admin.allow(rt.operator, network, note=note, lab=lab)
+            change = rt.admin.add_allow(rt.operator, network, note=note, lab=lab, scope=scope)
         except PolicyRefused as error:
             fail(error.reason, EXIT_REFUSED)
         except ValueError as error:
             fail(str(error).splitlines()[0], EXIT_REFUSED)
-    typer.echo(f"allowed {entry.network}" + (" (lab)" if entry.lab else ""))
+    entry, old = change.entry, change.replaced
+    typer.echo(
+        f"allowed {entry.network}"
+        + (" (lab)" if entry.lab else "")
+        + (f" in scope {entry.scope}" if entry.scope != DEFAULT_SCOPE else "")
+    )
+    if old is not None:
+        typer.echo(f"replaced the earlier entry: {describe_entry(old)}")
 
 
 @allow_app.command("remove")
@@ -461,19 +481,113 @@ def allow_remove(network: Annotated[str, typer.Argument(help="The network to rem
     typer.echo(f"removed {removed}")
 
 
+def describe_entry(entry: NetworkEntry) -> str:
+    """One allow or opt-out entry as a tab-separated line (the `list` commands' format)."""
+    return (
+        f"{entry.network}\t{entry.scope}\t{'lab' if entry.lab else '-'}\t{entry.added_by}\t"
+        f"{entry.added_at:%Y-%m-%d %H:%M}\t{entry.note}"
+    )
+
+
 @allow_app.command("list")
-def allow_list() -> None:
-    """List the allowlist."""
+def allow_list(
+    scope: Annotated[str | None, typer.Option(help="Only this scope.")] = None,
+) -> None:
+    """List the allowlist: network, scope, lab, added by, added at, note (tab-separated)."""
     settings = settings_or_exit()
     with _Session(settings) as rt:
-        entries = rt.admin.allow_entries(rt.operator)
+        try:
+            entries = rt.admin.allow_entries(rt.operator, scope)
+        except PolicyRefused as error:
+            fail(error.reason, EXIT_REFUSED)
     if not entries:
-        typer.echo("the allowlist is empty")
+        typer.echo("the allowlist is empty" if scope is None else f"scope {scope} is empty")
     for entry in entries:
-        typer.echo(
-            f"{entry.network}\t{'lab' if entry.lab else '-'}\t{entry.added_by}\t"
-            f"{entry.added_at:%Y-%m-%d %H:%M}\t{entry.note}"
-        )
+        typer.echo(describe_entry(entry))
+
+
+@allow_app.command("export")
+def allow_export(
+    scope: Annotated[str | None, typer.Option(help="Only this scope.")] = None,
+) -> None:
+    """Print the allowlist as YAML (a list of entries) that `allow import` reads back."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        try:
+            text = rt.admin.export_allow(rt.operator, scope)
+        except PolicyRefused as error:
+            fail(error.reason, EXIT_REFUSED)
+    typer.echo(text, nl=False)
+
+
+@allow_app.command("import")
+def allow_import(
+    file: Annotated[Path, typer.Argument(help="A YAML list of entries, as `allow export` prints.")],
+    replace_scope: Annotated[
+        bool,
+        typer.Option(
+            "--replace-scope",
+            help="Make the file's scopes hold exactly its entries (remove the others).",
+        ),
+    ] = False,
+) -> None:
+    """Add or replace many entries at once; the whole file is checked before anything changes."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        try:
+            outcome = rt.admin.import_allow(rt.operator, file, replace_scope=replace_scope)
+        except PolicyRefused as error:
+            fail(error.reason, EXIT_REFUSED)
+        except DataFileError as error:
+            fail(f"nothing imported: {error}", EXIT_REFUSED)
+    typer.echo(f"imported {outcome.written} entries from {file}")
+    for old in outcome.replaced:
+        typer.echo(f"replaced the earlier entry: {describe_entry(old)}")
+    for network in outcome.removed:
+        typer.echo(f"removed {network} (not in the file)")
+
+
+@optout_app.command("add")
+def optout_add(
+    network: Annotated[str, typer.Argument(help="An address or CIDR, e.g. 203.0.113.0/24.")],
+    note: Annotated[str, typer.Option(help="Why (shown to agents whose scans it refuses).")] = "",
+) -> None:
+    """Never scan a network: its owner asked not to be scanned (wins over any allow entry)."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        try:
+            change = rt.admin.opt_out(rt.operator, network, note=note)
+        except PolicyRefused as error:
+            fail(error.reason, EXIT_REFUSED)
+    typer.echo(f"opted out {change.entry.network}")
+    if change.replaced is not None:
+        typer.echo(f"replaced the earlier opt-out: {describe_entry(change.replaced)}")
+
+
+@optout_app.command("remove")
+def optout_remove(
+    network: Annotated[str, typer.Argument(help="The network to take off the list.")],
+) -> None:
+    """Take a network off the opt-out list."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        try:
+            removed = rt.admin.remove_opt_out(rt.operator, network)
+        except PolicyRefused as error:
+            fail(error.reason, EXIT_REFUSED)
+    typer.echo(f"removed {removed} from the opt-out list")
+
+
+@optout_app.command("list")
+def optout_list() -> None:
+    """List the opt-out list: network, scope, lab, added by, added at, note (tab-separated)."""
+    settings = settings_or_exit()
+    with _Session(settings) as rt:
+        entries = rt.admin.opt_out_entries(rt.operator)
+    if not entries:
+        typer.echo("the opt-out list is empty")
+    for entry in entries:
+        typer.echo(describe_entry(entry))
 
 
 @role_app.command("grant")
@@ -513,6 +627,92 @@ def role_list() -> None:
         roles = rt.admin.roles(rt.operator)
     for who, role in sorted(roles.items()):
         typer.echo(f"{who}\t{role.value}")
+
+
+AUDIT_COLUMNS = ("when", "actor", "action", "target", "decision", "reason", "job")
+
+
+def audit_row(event: AuditEvent) -> tuple[str, ...]:
+    """One audit event as table cells (text typed by anyone, made safe for a terminal)."""
+    return (
+        f"{event.at:%Y-%m-%d %H:%M:%S}",
+        printable(event.actor, 64),
+        printable(event.action, 32),
+        printable(event.target, 48) or "-",
+        printable(event.decision, 32),
+        printable(event.reason, 60) or "-",
+        printable(event.job_id, 32) or "-",
+    )
+
+
+def audit_table(events: list[AuditEvent]) -> str:
+    """Audit events as an aligned table with a header (times UTC)."""
+    rows = [tuple(name.upper() for name in AUDIT_COLUMNS), *(audit_row(e) for e in events)]
+    widths = [max(len(row[index]) for row in rows) for index in range(len(AUDIT_COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+@app.command()
+def audit(
+    since: Annotated[
+        str | None,
+        typer.Option(help="From when: 30m, 2h, 1d, 2w ago, or an ISO date/time (UTC)."),
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option(help="Only this actor: platform:user_id or any part of it.")
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this target: an address or network (events inside it) or any part of "
+            "what was typed."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many events.")] = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document per event and line.")
+    ] = False,
+) -> None:
+    """Admin: the audit trail, newest first (times UTC): who asked what, the decision and why."""
+    settings = settings_or_exit()
+    try:
+        start = parse_since(since, utc_now()) if since is not None else None
+    except ValueError as error:
+        fail(f"--since: {error}", EXIT_REFUSED)
+    # The operator at this terminal is an admin (see bot.wiring.local_operator).
+    with _Session(settings) as rt:
+        events = rt.audit.query(since=start, user=user, target=target, limit=limit)
+    if as_json:
+        for event in events:
+            # json.dumps escapes control and non-ASCII characters: a typed target cannot
+            # reach the terminal as an escape sequence.
+            typer.echo(json.dumps(event.model_dump(mode="json"), sort_keys=True))
+        return
+    if not events:
+        typer.echo("no audit events match")
+        return
+    typer.echo(audit_table(events))
+
+
+@app.command()
+def forget(
+    principal: Annotated[str, typer.Argument(help="platform:user_id, e.g. telegram:123456.")],
+) -> None:
+    """Admin: delete what is stored about a user (verified address, their reports), as /forget."""
+    settings = settings_or_exit()
+    try:
+        who = parse_principal(principal)
+    except PolicyRefused as error:
+        fail(error.reason, EXIT_REFUSED)
+    with _Session(settings) as rt:
+        try:
+            said = rt.service.forget(who, by=rt.operator)
+        except ScanRefused as refusal:
+            fail(refusal.reason, EXIT_REFUSED)
+    typer.echo(said)
 
 
 def main() -> None:

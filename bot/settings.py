@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     target_rate: str = Field(default="10/hour", alias="PORTPATROL_TARGET_RATE")
     dedupe_minutes: int = Field(default=10, ge=0, le=1440, alias="PORTPATROL_DEDUPE_MINUTES")
     queue_max: int = Field(default=200, ge=1, alias="PORTPATROL_QUEUE_MAX")
+    audit_retention_days: int = Field(
+        default=180, ge=1, le=36_500, alias="PORTPATROL_AUDIT_RETENTION_DAYS"
+    )
     log_format: str = Field(
         default="console", pattern="^(console|json)$", alias="PORTPATROL_LOG_FORMAT"
     )

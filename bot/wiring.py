@@ -28,6 +28,7 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from bot.core.commands import CommandRouter
+from bot.core.messages import ReplyAddress
 from bot.core.service import CheckLinkIssuer
 from bot.settings import Settings
 from workers.admin import Administration
@@ -101,6 +102,21 @@ class Runtime:
             self.admin,
             profiles=sorted(self.profiles.profiles),
             check_links=issuer,
+            audit=self.audit,
+        )
+
+    def record_delivery_failure(
+        self, address: ReplyAddress, job_id: str | None, reason: str
+    ) -> None:
+        """Audit a message a platform refused for good (``delivery_failed``), never its text."""
+        self.audit.record(
+            actor=f"{address.platform}:{address.user}" if address.user else address.platform,
+            action="deliver",
+            decision="delivery_failed",
+            reason=reason,
+            job_id=job_id or "",
+            platform=address.platform,
+            chat=address.chat,
         )
 
     def start_worker(self) -> None:
@@ -188,7 +204,7 @@ def runtime(settings: Settings, *, operator: Requester | None = None) -> Iterato
     connection = connect(url)
     operator = operator or local_operator()
     store = PolicyStore(connection, admins=settings.admins | {str(operator)})
-    audit = AuditLog(connection)
+    audit = audit_log(settings, connection)
     events = EventLog(connection)
     reports = ReportStore(connection)
     profiles = ProfileBook.load(settings.profiles_file)
@@ -216,11 +232,19 @@ def runtime(settings: Settings, *, operator: Requester | None = None) -> Iterato
         embedded=embedded is not None,
     )
     try:
+        # Start-up trims the trail to the configured retention; every append does from then on.
+        # Silent here: commands that print their answer on stdout have no logging configured.
+        audit.enforce_retention()
         yield built
     finally:
         built.close()
         if embedded is not None:
             embedded.stop()
+
+
+def audit_log(settings: Settings, connection: redis.Redis) -> AuditLog:
+    """The audit trail with the configured retention (``PORTPATROL_AUDIT_RETENTION_DAYS``)."""
+    return AuditLog(connection, retention=timedelta(days=settings.audit_retention_days))
 
 
 def worker_context(settings: Settings, connection: redis.Redis) -> WorkerContext:
@@ -235,7 +259,7 @@ def worker_context(settings: Settings, connection: redis.Redis) -> WorkerContext
         providers=ProviderDirectory.load(settings.providers_file),
         events=EventLog(connection),
         reports=ReportStore(connection),
-        audit=AuditLog(connection),
+        audit=audit_log(settings, connection),
         reverse_dns=reverse_dns_resolver(socket.gethostbyaddr),
     )
 
@@ -246,7 +270,10 @@ def run_worker(settings: Settings, *, burst: bool = False, quiet: bool = False) 
     if url is None:
         raise RuntimeError("REDIS_URL is not set: a production worker needs a shared Redis")
     connection = connect(url)
-    configure(worker_context(settings, connection))
+    context = worker_context(settings, connection)
+    dropped = context.audit.enforce_retention()
+    log.info("audit trail trimmed to its retention", dropped=dropped)
+    configure(context)
     queue = scan_queue(connection)
     worker = Worker(
         [queue],

@@ -182,8 +182,14 @@ def test_acceptance_refused_then_allowed_lab_scan_in_new_processes(
     listed = run("allow", "list", env=env)
     assert listed.returncode == 0
     [entry] = listed.stdout.splitlines()
-    network, lab, added_by, _when, note = entry.split("\t")
-    assert (network, lab, added_by, note) == ("127.0.0.0/8", "lab", str(local_operator()), "test")
+    network, scope, lab, added_by, _when, note = entry.split("\t")
+    assert (network, scope, lab, added_by, note) == (
+        "127.0.0.0/8",
+        "default",
+        "lab",
+        str(local_operator()),
+        "test",
+    )
 
 
 def test_roles_are_granted_listed_and_revoked_across_processes(run: Run, state_dir: Path) -> None:

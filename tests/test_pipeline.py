@@ -105,8 +105,9 @@ def test_voip_adapter_report_matches_the_document_schema(  # noqa: PLR0917 - pyt
     assert set(document) == {
         "schema", "job_id", "target", "address", "hostname", "profile", "requested_by",
         "started_at", "finished_at", "host_state", "complete", "notes", "risk", "findings",
-        "open_ports", "guidance", "nmap",
+        "open_ports", "guidance", "nmap", "changes",
     }  # fmt: skip
+    assert document["changes"] is None  # the first scan of this lab address
     assert document["schema"] == REPORT_SCHEMA == "portpatrol.report/1"
     assert document["job_id"] == job_id
     assert document["target"] == lab_address

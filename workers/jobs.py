@@ -38,7 +38,7 @@ from workers.models import (
 )
 from workers.nmap_scan import NmapFailed, NmapScanner, ProfileBook, die_with_parent
 from workers.policy import PolicyRefused, recheck
-from workers.reports import ReportStore
+from workers.reports import ReportStore, diff_reports
 from workers.risk import RuleSet
 from workers.store import PolicyStore
 from workers.targets import TargetRefused, parse_literal
@@ -140,7 +140,7 @@ def _fail(
 
 
 def execute_scan(request: ScanRequest, context: WorkerContext) -> ScanReport:
-    """Re-check policy, run nmap, apply risk rules and guidance, store and announce the report."""
+    """Re-check policy, run nmap, apply rules and guidance, diff, store and announce the report."""
     bound = log.bind(job_id=request.job_id)
     try:
         address = parse_literal(request.address)
@@ -196,6 +196,11 @@ def execute_scan(request: ScanRequest, context: WorkerContext) -> ScanReport:
         guidance=guidance,
         nmap=result.info,
     )
+    # Compared before saving, so the newest kept report of this address and profile is the
+    # previous scan, not this one; none kept means this is the first scan on record.
+    previous = context.reports.previous(report.address, report.profile, excluding=report.job_id)
+    if previous is not None:
+        report = report.model_copy(update={"changes": diff_reports(previous, report)})
     context.reports.save(report)
     context.events.append(
         JobEvent.make(

@@ -170,6 +170,49 @@ class NmapInfo(Frozen):
     elapsed_s: float = 0.0
 
 
+class PortChange(Frozen):
+    """An open port that appeared or went away between two scans of one address and profile."""
+
+    port: int
+    protocol: str
+    service: str
+    severity: Severity | None = Field(
+        default=None, description="worst finding on the port in the scan that saw it open"
+    )
+
+
+class ServiceChange(Frozen):
+    """A port open in both scans whose "service product version" differs between them."""
+
+    port: int
+    protocol: str
+    before: str
+    after: str
+
+
+class ReportChanges(Frozen):
+    """What changed since the newest earlier report of the same address and profile.
+
+    A port seen open before but not now counts as ``closed`` only when both scans completed
+    with the host up; otherwise it is listed in ``not_seen`` and never claimed closed.
+    """
+
+    previous_job_id: str
+    previous_finished_at: UtcDatetime
+    previous_complete: bool = Field(
+        default=True, description="the previous scan completed and found the host up"
+    )
+    opened: list[PortChange] = Field(default_factory=list)
+    closed: list[PortChange] = Field(default_factory=list)
+    changed: list[ServiceChange] = Field(default_factory=list)
+    not_seen: list[PortChange] = Field(default_factory=list)
+
+    @property
+    def nothing_changed(self) -> bool:
+        """Return whether the two scans saw the same open ports with the same services."""
+        return not (self.opened or self.closed or self.changed or self.not_seen)
+
+
 class ScanReport(Frozen):
     """The report document (``portpatrol.report/1``): what a scan found and what to do."""
 
@@ -190,6 +233,9 @@ class ScanReport(Frozen):
     open_ports: list[OpenPort] = Field(default_factory=list)
     guidance: Guidance | None = None
     nmap: NmapInfo = Field(default_factory=NmapInfo)
+    changes: ReportChanges | None = Field(
+        default=None, description="None: no earlier report of this address and profile kept"
+    )
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

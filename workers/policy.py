@@ -8,8 +8,10 @@ Imports: stdlib, pydantic, ``workers.models``, ``workers.targets``.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Annotated
 
@@ -24,13 +26,28 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_PREFIX_ADDRESSES = {4: 8, 6: 16}
 """Smallest prefix length an entry may have per IP version (/8, /16): wider is surely a typo."""
 
+DEFAULT_SCOPE = "default"
+SCOPE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+"""Scope names: short lowercase words (``customers``, ``lab``), safe in chat, YAML and keys."""
+
 
 def _canonical_network(text: str) -> str:
     network = ipaddress.ip_network(text, strict=True)
     return str(network)
 
 
+def _bounded_network(text: str) -> str:
+    try:
+        return str(parse_network(text))
+    except PolicyRefused as refusal:
+        # pydantic turns a ValueError into a validation error that carries the file's line.
+        raise ValueError(refusal.reason) from None
+
+
 NetworkText = Annotated[str, AfterValidator(_canonical_network)]
+BoundedNetworkText = Annotated[str, AfterValidator(_bounded_network)]
+"""A network as an admin may enter it: canonical, no host bits, no wider than /8 (IPv6 /16)."""
+ScopeName = Annotated[str, Field(pattern=SCOPE_PATTERN)]
 
 
 class NetworkEntry(Frozen):
@@ -39,14 +56,43 @@ class NetworkEntry(Frozen):
     network: NetworkText
     note: str = Field(default="", max_length=200)
     lab: bool = Field(default=False, description="may cover special-purpose space")
-    scope: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    scope: ScopeName = DEFAULT_SCOPE
     added_by: str = Field(max_length=200)
     added_at: UtcDatetime
+
+    @classmethod
+    def make(
+        cls,
+        network: str,
+        *,
+        added_by: str,
+        at: datetime,
+        note: str = "",
+        lab: bool = False,
+        scope: str = DEFAULT_SCOPE,
+    ) -> NetworkEntry:
+        """Build an entry from an admin's input, refusing bad networks and scope names."""
+        return cls(
+            network=str(parse_network(network)),
+            note=note,
+            lab=lab,
+            scope=parse_scope(scope),
+            added_by=added_by,
+            added_at=at,
+        )
 
     @cached_property
     def ip_network(self) -> IPNetwork:
         """Return the entry as an ``ipaddress`` network (parsed once per entry)."""
         return ipaddress.ip_network(self.network)
+
+
+@dataclass(frozen=True)
+class EntryChange:
+    """An entry just stored, and the entry it replaced for the same network, if there was one."""
+
+    entry: NetworkEntry
+    replaced: NetworkEntry | None = None
 
 
 class PolicyRefused(Exception):
@@ -71,6 +117,17 @@ def parse_network(text: str) -> IPNetwork:
             f"{network} is too wide: allow entries must be /{smallest} or narrower", "too_wide"
         )
     return network
+
+
+def parse_scope(text: str) -> str:
+    """Check an allowlist scope name (``customers``, ``lab``); return it."""
+    if not re.fullmatch(SCOPE_PATTERN, text):
+        raise PolicyRefused(
+            f"{text[:40]!r} is not a scope name: use 1-32 characters of a-z, 0-9, _ and -, "
+            "starting with a letter or digit",
+            "bad_scope",
+        )
+    return text
 
 
 def covering(entries: Iterable[NetworkEntry], address: IPAddress) -> list[NetworkEntry]:
@@ -110,9 +167,12 @@ def decide(address: IPAddress, resolved: Sequence[IPAddress], facts: PolicyFacts
     for candidate in resolved or (address,):
         opt_out = covering(facts.opt_outs, candidate)
         if opt_out:
-            note = f" ({opt_out[0].note})" if opt_out[0].note else ""
+            # Name the entry and its note: an agent can tell the customer exactly why, and an
+            # admin can find the entry to remove should the owner change their mind.
+            note = f": {opt_out[0].note}" if opt_out[0].note else ""
             raise PolicyRefused(
-                f"{candidate} is on the opt-out list{note}: its owner asked not to be scanned",
+                f"{candidate} is on the opt-out list (entry {opt_out[0].network}{note}): "
+                "its owner asked not to be scanned",
                 "opt_out",
             )
     own = facts.verified_address is not None and facts.verified_address == str(address)

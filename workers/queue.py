@@ -383,19 +383,44 @@ class ScanService:
             raise ScanRefused(refusal.reason, refusal.code) from refusal
         return self.reports.history(target.canonical)
 
-    def forget(self, requester: Requester) -> str:
-        """Delete the user's verified address and the reports they asked for of it."""
+    def forget(self, requester: Requester, *, by: Requester | None = None) -> str:
+        """Delete the user's verified address and the reports they asked for of it.
+
+        ``by`` is an admin doing it for them (``portpatrol forget``). The audit event keeps the
+        fact of the deletion (who, for whom, how many), never the deleted address or reports.
+        """
+        actor = by or requester
+        if by is not None and self.policy.role_of(by) is not Role.ADMIN:
+            self.audit.record(
+                actor=str(by),
+                action="forget",
+                target=str(requester),
+                decision="refused",
+                reason="not an admin",
+            )
+            raise ScanRefused(
+                "only admins can delete what is stored about someone else", "not_admin"
+            )
         address = self.policy.verified_address(requester)
         removed = 0
         if address is not None:
             removed = self.reports.forget(address, requester)
             self.policy.forget_address(requester)
+        # The last-job pointer names one of the user's jobs: it goes too.
+        self._redis.delete(f"{LAST_JOB_PREFIX}{requester}")
+        # Watches (issue 5) are the user's too: when they land, delete them here and count them
+        # in the audit reason, so /forget and `portpatrol forget` stay one operation.
         self.audit.record(
-            actor=str(requester),
+            actor=str(actor),
             action="forget",
+            target=str(requester),
             decision="done",
             reason=f"verified address {'removed' if address else 'none'}, {removed} reports",
         )
+        if by is not None:
+            if address is None and not removed:
+                return f"There was nothing stored about {requester} to delete."
+            return f"Deleted {requester}'s verified connection and {removed} stored scan reports."
         if address is None and not removed:
             return "There was nothing stored about you to delete."
         return f"Deleted your verified connection and {removed} stored scan reports."

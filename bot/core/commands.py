@@ -8,15 +8,18 @@ Imports: ``bot.core``, ``workers`` value-object modules.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from bot.core.messages import MAX_COMMAND_LENGTH, Inbound, Reply, ReplyKind
 from bot.core.render import describe_age
-from bot.core.service import AdminOps, CheckLinkIssuer, ScanQueue
-from workers.models import Role
-from workers.policy import PolicyRefused
+from bot.core.service import AdminOps, AuditEntry, AuditTrail, CheckLinkIssuer, ScanQueue
+from workers.models import Role, utc_now
+from workers.policy import DEFAULT_SCOPE, NetworkEntry, PolicyRefused
 from workers.tickets import JobView, ScanRefused, Ticket, TicketState
 
 log = structlog.get_logger(__name__)
@@ -36,7 +39,9 @@ As a home user you can scan the connection you verified as yours:
   /forget                 delete your verified connection and its stored results"""
 
 HELP_AGENT = """\
-As an agent you can scan addresses in the allowlist (ask an admin to add a range)."""
+As an agent you can scan addresses in the allowlist (ask an admin to add a range).
+  /allow list [SCOPE]     what may be scanned
+  /optout list            what is never scanned: its owners asked not to be"""
 
 START = """\
 portpatrol checks which ports of your internet connection are open, explains what that means \
@@ -56,18 +61,147 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("profiles", "what each scan profile checks"),
     ("allow", "admins: manage the allowlist"),
     ("role", "admins: manage roles"),
+    ("optout", "admins: addresses never to scan"),
+    ("audit", "admins: who scanned what, when, and why"),
 )
 """Command names and one-line descriptions, for platforms that show a command menu."""
 
 HELP_ADMIN = """\
 Admin commands:
-  /allow add NETWORK [--lab] [NOTE]   allow a range (--lab: special-purpose space, e.g. 127.0.0.0/8)
-  /allow remove NETWORK | /allow list
-  /role grant PLATFORM:USER agent|admin | /role revoke PLATFORM:USER | /role list"""
+  /allow add NETWORK [--lab] [--scope S] [NOTE]   allow a range (--scope: a named group such as
+                                      customers; --lab: special-purpose space, e.g. 127.0.0.0/8)
+  /allow remove NETWORK | /allow list [SCOPE]
+  /optout add NETWORK [NOTE] | /optout remove NETWORK | /optout list
+                                      never scan a range (agents see the NOTE in refusals)
+  /role grant PLATFORM:USER agent|admin | /role revoke PLATFORM:USER | /role list
+  /audit [SINCE] [--user PLATFORM:USER] [--target X] [--limit N]   the audit trail, newest first
+                                      (SINCE: 30m, 2h, 1d, 2w or an ISO date)"""
+
+AUDIT_USAGE = "Usage: /audit [SINCE] [--user PLATFORM:USER] [--target X] [--limit N]"
+AUDIT_CHAT_LIMIT = 20
+"""Events /audit shows unless asked for more."""
+AUDIT_CHAT_MAX = 50
+"""The most /audit shows in a chat (the CLI has no such cap)."""
+SINCE_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """Parse a time window start: ``30m``, ``2h``, ``1d``, ``2w`` ago, or an ISO-8601 date/time.
+
+    An ISO time without a zone is UTC. Raises ValueError with a one-line reason.
+    """
+    value = text.strip()
+    relative = re.fullmatch(r"([0-9]{1,6})([mhdw])", value.lower())
+    try:
+        if relative is not None:
+            amount = int(relative.group(1))
+            if amount > 0:
+                return now - timedelta(seconds=amount * SINCE_UNITS[relative.group(2)])
+        elif value[:1].isdigit():
+            moment = datetime.fromisoformat(value)
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        pass
+    raise ValueError(
+        f"{value[:40]!r} is not a time: use 30m, 2h, 1d, 2w or an ISO date such as 2024-05-01"
+    )
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    """What /audit was asked for."""
+
+    since: datetime | None = None
+    user: str | None = None
+    target: str | None = None
+    limit: int = AUDIT_CHAT_LIMIT
+
+
+def parse_audit_arguments(arguments: Sequence[str], now: datetime) -> AuditFilters:
+    """Parse ``[SINCE] [--since S] [--user U] [--target X] [--limit N]``; ValueError if wrong."""
+    options: dict[str, str] = {}
+    bare: list[str] = []
+    words = iter(arguments)
+    for word in words:
+        # Phones turn a typed "--" into a dash: "—user" means "--user".
+        name = re.sub(r"^[\u2013\u2014]", "--", word).lower()
+        if name in ("--since", "--user", "--target", "--limit"):
+            value = next(words, None)
+            if value is None:
+                raise ValueError(f"{name} needs a value")
+            options[name] = value
+        elif name.startswith("--"):
+            raise ValueError(f"unknown option {word[:32]}")
+        else:
+            bare.append(word)
+    if bare:
+        if len(bare) > 1 or "--since" in options:
+            raise ValueError("give one time window")
+        options["--since"] = bare[0]
+    limit = AUDIT_CHAT_LIMIT
+    if "--limit" in options:
+        if not options["--limit"].isascii() or not options["--limit"].isdigit():
+            raise ValueError("--limit is a number")
+        limit = min(max(int(options["--limit"]), 1), AUDIT_CHAT_MAX)
+    since = options.get("--since")
+    return AuditFilters(
+        since=parse_since(since, now) if since is not None else None,
+        user=options.get("--user"),
+        target=options.get("--target"),
+        limit=limit,
+    )
+
+
+def printable(text: str, limit: int) -> str:
+    """Text typed by anyone, made safe to show: control characters become "?", long text is cut."""
+    cleaned = "".join(char if char.isprintable() else "?" for char in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def audit_line(event: AuditEntry) -> str:
+    """One audit event as a line of chat text."""
+    line = f"{event.at:%Y-%m-%d %H:%M} {printable(event.actor, 64)} {event.action}"
+    if event.target:
+        line += f" {printable(event.target, 64)}"
+    line += f" → {event.decision}"
+    if event.reason:
+        line += f" ({printable(event.reason, 120)})"
+    if event.job_id:
+        line += f" [job {printable(event.job_id, 64)}]"
+    return line
 
 
 def _reply(text: str, kind: ReplyKind = ReplyKind.TEXT) -> list[Reply]:
     return [Reply(kind=kind, text=text)]
+
+
+def describe_entry(entry: NetworkEntry) -> str:
+    """One allow or opt-out entry as a chat line: network, tags, note, who added it and when."""
+    tags = " [lab]" if entry.lab else ""
+    if entry.scope != DEFAULT_SCOPE:
+        tags += f" [scope {entry.scope}]"
+    return (
+        f"{entry.network}{tags} — {entry.note or 'no note'} "
+        f"(by {entry.added_by}, {entry.added_at:%Y-%m-%d})"
+    )
+
+
+def allow_options(words: Sequence[str]) -> tuple[bool, str, str] | None:
+    """Split ``/allow add``'s words after NETWORK into (lab, scope, note); None if malformed."""
+    lab, scope, note = False, DEFAULT_SCOPE, []
+    pending = iter(words)
+    for word in pending:
+        if word == "--lab":
+            lab = True
+        elif word == "--scope":
+            scope = next(pending, "")
+            if not scope:
+                return None
+        elif word.startswith("--scope="):
+            scope = word.removeprefix("--scope=")
+        else:
+            note.append(word)
+    return lab, scope, " ".join(note)
 
 
 def ticket_reply(ticket: Ticket) -> Reply:
@@ -126,11 +260,15 @@ class CommandRouter:
         *,
         profiles: Sequence[str],
         check_links: CheckLinkIssuer | None = None,
+        audit: AuditTrail | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.scans = scans
         self.admin = admin
         self.profiles = list(profiles)
         self.check_links = check_links
+        self.audit = audit
+        self.clock = clock
         self._commands: dict[str, Callable[[Inbound, list[str]], list[Reply]]] = {
             "start": self._start,
             "help": self._help,
@@ -142,6 +280,8 @@ class CommandRouter:
             "profiles": self._profiles,
             "allow": self._allow,
             "role": self._role,
+            "optout": self._optout,
+            "audit": self._audit,
         }
 
     @property
@@ -241,28 +381,60 @@ class CommandRouter:
     def _allow(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
         actor = inbound.requester
         action = arguments[0].lower() if arguments else ""
-        if action == "list":
-            entries = self.admin.allow_entries(actor)
+        if action == "list" and len(arguments) <= 2:
+            scope = arguments[1] if len(arguments) == 2 else None
+            entries = self.admin.allow_entries(actor, scope)
             if not entries:
-                return _reply("The allowlist is empty.")
-            lines = [
-                f"{entry.network}{' [lab]' if entry.lab else ''} — {entry.note or 'no note'} "
-                f"(by {entry.added_by}, {entry.added_at:%Y-%m-%d})"
-                for entry in entries
-            ]
-            return _reply("Allowlist:\n" + "\n".join(lines))
-        if action == "add" and len(arguments) >= 2:
-            rest = arguments[2:]
-            lab = "--lab" in rest
-            note = " ".join(word for word in rest if word != "--lab")
-            entry = self.admin.allow(actor, arguments[1], note=note, lab=lab)
-            return _reply(f"Allowed {entry.network}{' (lab)' if entry.lab else ''}.")
+                return _reply(
+                    "The allowlist is empty."
+                    if scope is None
+                    else f"No allow entries in scope {scope}."
+                )
+            header = "Allowlist:" if scope is None else f"Allowlist, scope {scope}:"
+            return _reply(header + "\n" + "\n".join(describe_entry(entry) for entry in entries))
+        options = allow_options(arguments[2:]) if action == "add" and len(arguments) >= 2 else None
+        if options is not None:
+            lab, scope, note = options
+            change = self.admin.add_allow(actor, arguments[1], note=note, lab=lab, scope=scope)
+            entry, old = change.entry, change.replaced
+            text = f"Allowed {entry.network}{' (lab)' if entry.lab else ''}"
+            if entry.scope != DEFAULT_SCOPE:
+                text += f" in scope {entry.scope}"
+            if old is not None:
+                # One entry per network: say what was overwritten, a scope move included.
+                text += (
+                    f". It replaces the entry in scope {old.scope}"
+                    f"{' (lab)' if old.lab else ''}: {old.note or 'no note'} "
+                    f"(by {old.added_by}, {old.added_at:%Y-%m-%d})"
+                )
+            return _reply(text + ".")
         if action == "remove" and len(arguments) == 2:
             removed = self.admin.disallow(actor, arguments[1])
             return _reply(f"Removed {removed} from the allowlist.")
         return _reply(
-            "Usage: /allow add NETWORK [--lab] [NOTE] | /allow remove NETWORK | /allow list"
+            "Usage: /allow add NETWORK [--lab] [--scope SCOPE] [NOTE] | /allow remove NETWORK | "
+            "/allow list [SCOPE]"
         )
+
+    def _optout(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        actor = inbound.requester
+        action = arguments[0].lower() if arguments else ""
+        if action == "list" and len(arguments) == 1:
+            entries = self.admin.opt_out_entries(actor)
+            if not entries:
+                return _reply("The opt-out list is empty.")
+            lines = [describe_entry(entry) for entry in entries]
+            return _reply("Opt-out list (never scanned):\n" + "\n".join(lines))
+        if action == "add" and len(arguments) >= 2:
+            change = self.admin.opt_out(actor, arguments[1], note=" ".join(arguments[2:]))
+            text = f"Opted out {change.entry.network}: it is refused for everyone from now on"
+            if change.replaced is not None:
+                text += f" (replaces the earlier opt-out: {change.replaced.note or 'no note'})"
+            return _reply(text + ".")
+        if action == "remove" and len(arguments) == 2:
+            removed = self.admin.remove_opt_out(actor, arguments[1])
+            return _reply(f"Removed {removed} from the opt-out list.")
+        return _reply("Usage: /optout add NETWORK [NOTE] | /optout remove NETWORK | /optout list")
 
     def _role(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
         actor = inbound.requester
@@ -283,4 +455,27 @@ class CommandRouter:
             return _reply(f"{who} no longer has a granted role.")
         return _reply(
             "Usage: /role grant PLATFORM:USER agent|admin | /role revoke PLATFORM:USER | /role list"
+        )
+
+    def _audit(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        if self.audit is None:
+            return _reply("/audit is not available here.", ReplyKind.REFUSED)
+        actor = inbound.requester
+        if self.scans.role_of(actor) is not Role.ADMIN:
+            self.audit.record(
+                actor=str(actor), action="audit_read", decision="refused", reason="not an admin"
+            )
+            return _reply("Only admins can read the audit trail.", ReplyKind.REFUSED)
+        try:
+            filters = parse_audit_arguments(arguments, self.clock())
+        except ValueError as error:
+            return _reply(f"{error}.\n{AUDIT_USAGE}", ReplyKind.REFUSED)
+        events = self.audit.query(
+            since=filters.since, user=filters.user, target=filters.target, limit=filters.limit
+        )
+        if not events:
+            return _reply("No audit events match.")
+        lines = [audit_line(event) for event in events]
+        return _reply(
+            f"Audit trail, newest first (times UTC, {len(lines)} shown):\n" + "\n".join(lines)
         )

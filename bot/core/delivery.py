@@ -1,8 +1,10 @@
 """Delivery: job events → replies → the platform, acknowledged only once the platform has them.
 
 An event is acknowledged after every subscriber on this platform got it; a failure leaves it
-pending so it is retried (and re-claimed after a restart). Progress replies are edits of the
-first message on platforms that can edit, so a repeated progress delivery is harmless.
+pending so it is retried (and re-claimed after a restart). A message the platform refuses for
+good (``DeliveryGivenUp``) counts as delivered and goes to the audit hook the adapter passed in.
+Progress replies are edits of the first message on platforms that can edit, so a repeated
+progress delivery is harmless.
 Imports: ``bot.core``, ``workers.models``.
 """
 
@@ -13,7 +15,7 @@ import threading
 import structlog
 
 from bot.core.messages import Reply, ReplyAddress, ReplyKind
-from bot.core.service import DeliveryFailed, EventFeed, ReplySink
+from bot.core.service import DeliveryAudit, DeliveryFailed, DeliveryGivenUp, EventFeed, ReplySink
 from workers.models import EventKind, JobEvent, ScanReport
 
 log = structlog.get_logger(__name__)
@@ -55,13 +57,21 @@ class Delivery:
     """Moves job events from a feed to one platform's sink."""
 
     def __init__(
-        self, feed: EventFeed, sink: ReplySink, *, platform: str, chat: str | None = None
+        self,
+        feed: EventFeed,
+        sink: ReplySink,
+        *,
+        platform: str,
+        chat: str | None = None,
+        on_given_up: DeliveryAudit | None = None,
     ) -> None:
         self.feed = feed
         self.sink = sink
         self.platform = platform
         self.chat = chat
         """Only this chat's addresses (a console session sees every event, answers only its own)."""
+        self.on_given_up = on_given_up
+        """Told about each message the platform refused for good (the audit trail)."""
 
     def run_once(self) -> bool:
         """Deliver what the feed has now; return False if a delivery failed (back off, retry)."""
@@ -92,6 +102,12 @@ class Delivery:
                 continue
             try:
                 self.sink.send(address, reply)
+            except DeliveryGivenUp as given_up:
+                # Nobody can read it there: retrying cannot help. It is audited before it is
+                # marked, so a crash in between audits it twice rather than never.
+                log.warning("delivery given up", job_id=event.job_id, reason=str(given_up)[:200])
+                if self.on_given_up is not None:
+                    self.on_given_up(address, event.job_id, str(given_up))
             except DeliveryFailed as failure:
                 log.warning("delivery failed, will retry", job_id=event.job_id, reason=str(failure))
                 return False

@@ -12,11 +12,22 @@ import unicodedata
 from datetime import datetime
 
 from bot.core.messages import Reply, ReplyKind
-from workers.models import Finding, Risk, ScanReport
+from workers.models import (
+    Finding,
+    PortChange,
+    ReportChanges,
+    Risk,
+    ScanReport,
+    ServiceChange,
+    Severity,
+)
 
 MAX_FIELD = 200
 MAX_LISTED = 40
 """A host answering on every port must not produce a screenful per port: list this many."""
+FIRST_SCAN = "First scan of this address with this profile on record: nothing to compare with yet."
+FIXED_SEVERITIES = frozenset({Severity.CRITICAL, Severity.HIGH})
+"""A closed port whose finding was this bad is good news, and the change summary says so."""
 
 
 def _more(count: int) -> str:
@@ -43,7 +54,81 @@ def describe_age(seconds: int) -> str:
         return f"{seconds} seconds ago"
     if seconds < 90 * 60:
         return f"{round(seconds / 60)} minutes ago"
-    return f"{round(seconds / 3600)} hours ago"
+    if seconds < 48 * 3600:
+        return f"{round(seconds / 3600)} hours ago"
+    return f"{round(seconds / 86400)} days ago"
+
+
+# The change summary's wording is shared by every renderer; none of it holds scanned text, so
+# each renderer adds the escaped port labels itself.
+
+
+def changes_lead(report: ScanReport, changes: ReportChanges) -> str:
+    """Return the opening of the change summary: "Since the scan 3 days ago:" or "No change …"."""
+    seconds = int((report.finished_at - changes.previous_finished_at).total_seconds())
+    # Two workers' clocks may disagree by a little: a negative age reads as "0 seconds ago".
+    age = describe_age(max(0, seconds))
+    caveat = "" if changes.previous_complete else " (that scan was incomplete)"
+    if changes.nothing_changed:
+        return f"No change since the scan {age}{caveat}."
+    return f"Since the scan {age}{caveat}:"
+
+
+def not_seen_label(report: ScanReport, changes: ReportChanges) -> str:
+    """Return the label for ports seen before but not now that are not claimed closed."""
+    if not report.complete:
+        reason = "this scan was incomplete"
+    elif report.host_state != "up":
+        reason = "this scan got no answer from the host"
+    elif not changes.previous_complete:
+        reason = "the previous scan was incomplete"
+    else:
+        reason = "this scan did not check their protocol"
+    return f"not seen this time, not counted as closed because {reason}"
+
+
+def fixed_ports(changes: ReportChanges) -> list[PortChange]:
+    """Return the closed ports that had a critical or high finding: fixed, as far as we can see."""
+    return [port for port in changes.closed if port.severity in FIXED_SEVERITIES]
+
+
+def _port_label(port: PortChange) -> str:
+    return f"{port.port}/{printable(port.protocol, 8)} {printable(port.service, 40) or '?'}"
+
+
+def _service_label(change: ServiceChange) -> str:
+    return (
+        f"{change.port}/{printable(change.protocol, 8)} "
+        f"{printable(change.before, 100) or '?'} → {printable(change.after, 100) or '?'}"
+    )
+
+
+def _listing(label: str, items: list[str]) -> str:
+    return f"{label}: " + ", ".join(items[:MAX_LISTED]) + _more(len(items))
+
+
+def _change_lines(report: ScanReport) -> list[str]:
+    changes = report.changes
+    if changes is None:
+        return [FIRST_SCAN]
+    lead = changes_lead(report, changes)
+    if changes.nothing_changed:
+        return [lead]
+    categories = [
+        ("new", [_port_label(port) for port in changes.opened]),
+        ("closed", [_port_label(port) for port in changes.closed]),
+        ("changed", [_service_label(change) for change in changes.changed]),
+        (not_seen_label(report, changes), [_port_label(port) for port in changes.not_seen]),
+    ]
+    parts = [_listing(label, items) for label, items in categories if items]
+    lines = [f"{lead} " + "; ".join(parts)]
+    fixed = fixed_ports(changes)
+    lines += [
+        f"Good news: {_port_label(port)} is now closed — fixed." for port in fixed[:MAX_LISTED]
+    ]
+    if len(fixed) > MAX_LISTED:
+        lines.append(f"  …{_more(len(fixed))} closed ports that had serious findings")
+    return lines
 
 
 def _when(moment: datetime) -> str:
@@ -76,6 +161,7 @@ def render_report(report: ScanReport) -> str:
         f"profile {printable(report.profile, 32)}",
         f"Scanned {_when(report.finished_at)} in {report.nmap.elapsed_s:.1f} s; "
         f"host {report.host_state}" + ("" if report.complete else "; INCOMPLETE"),
+        *_change_lines(report),
     ]
     lines += [f"Note: {printable(note, 300)}" for note in report.notes]
     if not report.open_ports:

@@ -5,12 +5,13 @@ Imports: ``workers`` value-object modules only (no Redis, no rq).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from bot.core.messages import Reply, ReplyAddress
 from workers.models import JobEvent, Requester, Role, ScanReport
-from workers.policy import NetworkEntry
+from workers.policy import EntryChange, NetworkEntry
 from workers.tickets import JobView, Ticket
 
 
@@ -57,7 +58,7 @@ class CheckLinkIssuer(Protocol):
 
 
 class AdminOps(Protocol):
-    """Allowlist and role administration (``workers.admin.Administration``)."""
+    """Allowlist, opt-out and role administration (``workers.admin.Administration``)."""
 
     def allow(
         self,
@@ -71,12 +72,36 @@ class AdminOps(Protocol):
         """Add an allow entry."""
         ...
 
+    def add_allow(
+        self,
+        actor: Requester,
+        network: str,
+        *,
+        note: str = "",
+        lab: bool = False,
+        scope: str = "default",
+    ) -> EntryChange:
+        """Add an allow entry in a scope; say which entry it replaced."""
+        ...
+
     def disallow(self, actor: Requester, network: str) -> str:
         """Remove an allow entry."""
         ...
 
-    def allow_entries(self, actor: Requester) -> list[NetworkEntry]:
-        """List allow entries."""
+    def allow_entries(self, actor: Requester, scope: str | None = None) -> list[NetworkEntry]:
+        """List allow entries (of one scope)."""
+        ...
+
+    def opt_out(self, actor: Requester, network: str, *, note: str = "") -> EntryChange:
+        """Put a network on the opt-out list."""
+        ...
+
+    def remove_opt_out(self, actor: Requester, network: str) -> str:
+        """Take a network off the opt-out list."""
+        ...
+
+    def opt_out_entries(self, actor: Requester) -> list[NetworkEntry]:
+        """List opt-out entries."""
         ...
 
     def grant(self, actor: Requester, principal: str, role: Role) -> Requester:
@@ -130,3 +155,86 @@ class ReplySink(Protocol):
 
 class DeliveryFailed(Exception):
     """The platform did not accept a message; the event stays unacknowledged."""
+
+
+class DeliveryGivenUp(DeliveryFailed):
+    """The platform refused a message for good (bot blocked, channel archived).
+
+    Retrying cannot help, so the event counts as delivered; the refusal is audited instead.
+    """
+
+
+class DeliveryAudit(Protocol):
+    """Records a message the platform refused for good (an audit event, never the text)."""
+
+    def __call__(self, address: ReplyAddress, job_id: str | None, reason: str) -> None:
+        """Record one ``delivery_failed`` event for this recipient and job."""
+        ...
+
+
+class AuditEntry(Protocol):
+    """One audit event as the chat shows it (``workers.audit.AuditEvent``)."""
+
+    @property
+    def at(self) -> datetime:
+        """When it happened (UTC)."""
+        ...
+
+    @property
+    def actor(self) -> str:
+        """Who acted: ``platform:user_id``."""
+        ...
+
+    @property
+    def action(self) -> str:
+        """What was asked: scan, allow_add, forget, deliver…"""
+        ...
+
+    @property
+    def target(self) -> str:
+        """What it was about, as typed."""
+        ...
+
+    @property
+    def decision(self) -> str:
+        """accepted, refused, done, failed, delivery_failed…"""
+        ...
+
+    @property
+    def reason(self) -> str:
+        """Why (the policy basis or the refusal)."""
+        ...
+
+    @property
+    def job_id(self) -> str:
+        """The scan job concerned, if any."""
+        ...
+
+
+class AuditTrail(Protocol):
+    """Reads and appends the audit trail (``workers.audit.AuditLog``)."""
+
+    def query(
+        self,
+        *,
+        since: datetime | None = None,
+        user: str | None = None,
+        target: str | None = None,
+        limit: int = 100,
+    ) -> Sequence[AuditEntry]:
+        """Return matching events, newest first."""
+        ...
+
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        decision: str,
+        target: str = "",
+        reason: str = "",
+        job_id: str = "",
+        **detail: Any,
+    ) -> object:
+        """Append one event."""
+        ...

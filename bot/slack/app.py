@@ -36,7 +36,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.delivery import Delivery, run_delivery
 from bot.core.messages import Inbound, Reply, ReplyAddress, ReplyKind
-from bot.core.service import DeliveryFailed
+from bot.core.service import DeliveryFailed, DeliveryGivenUp
 from bot.slack.render import SlackMessage, render_reply
 from bot.web import WebServer
 from bot.wiring import Runtime
@@ -56,7 +56,7 @@ SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 PERMANENT_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "account_inactive"}
 
 SUBCOMMANDS = {"status": "/status", "history": "/history", "help": "/help", "profiles": "/profiles"}
-ADMIN_SUBCOMMANDS = {"allow": "/allow", "role": "/role"}
+ADMIN_SUBCOMMANDS = {"allow": "/allow", "role": "/role", "optout": "/optout", "audit": "/audit"}
 
 
 def verify_request(
@@ -141,8 +141,9 @@ class SlackReplySink:
             code = str(error.response.get("error", ""))
             if code in PERMANENT_ERRORS:
                 # The bot cannot post there (not invited, archived): retrying cannot help.
+                # Delivery counts it as done and audits it as a delivery failure.
                 log.warning("slack refused the channel for good", channel=address.chat, error=code)
-                return
+                raise DeliveryGivenUp(f"Slack refused the channel for good: {code}") from error
             raise DeliveryFailed(f"Slack refused the message: {code}") from error
         except SlackClientError as error:
             raise DeliveryFailed(f"Slack unreachable: {error}") from error
@@ -305,6 +306,10 @@ class SlackBot:
                     await self.sink.send_async(
                         address, reply, new_message=reply.kind is ReplyKind.REPORT
                     )
+                except DeliveryGivenUp as given_up:
+                    await asyncio.to_thread(
+                        self.rt.record_delivery_failure, address, reply.job_id, str(given_up)
+                    )
                 except DeliveryFailed as failure:
                     log.warning("could not post to the channel", reason=str(failure)[:200])
 
@@ -366,7 +371,9 @@ class SlackBot:
         feed = GroupFeed(
             self.rt.connection, self.rt.events, group=GROUP, consumer=self.consumer, block_ms=500
         )
-        delivery = Delivery(feed, self.sink, platform=PLATFORM)
+        delivery = Delivery(
+            feed, self.sink, platform=PLATFORM, on_given_up=self.rt.record_delivery_failure
+        )
         self._delivery_thread = threading.Thread(
             target=run_delivery, args=(delivery, self._stop), name="slack-delivery", daemon=True
         )

@@ -25,8 +25,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.core.messages import Reply, ReplyKind
-from bot.core.render import MAX_FIELD, MAX_LISTED, printable
-from workers.models import Finding, Risk, ScanReport
+from bot.core.render import (
+    FIRST_SCAN,
+    MAX_FIELD,
+    MAX_LISTED,
+    changes_lead,
+    fixed_ports,
+    not_seen_label,
+    printable,
+)
+from workers.models import Finding, PortChange, Risk, ScanReport, ServiceChange
 
 MAX_BLOCKS = 50
 """Slack's cap on blocks in one message."""
@@ -46,9 +54,9 @@ MAX_MESSAGE_LINES = 100
 """Lines of the ready-to-send provider message shown; a longer one is cut with a note."""
 
 # Blocks each part of a report may use. With two for the lead text (a section and its cut note)
-# and one each for the header, context, notes, ports, the two dividers, the "more findings" note,
-# the contact section, the "more lines" note and the buttons, a report needs at most
-# 12 + 6 + 12 + 4 = 34 blocks: well under MAX_BLOCKS.
+# and one each for the header, context, changes, "fixed" news, notes, ports, the two dividers,
+# the "more findings" note, the contact section, the "more lines" note and the buttons, a report
+# needs at most 14 + 6 + 12 + 4 = 36 blocks: well under MAX_BLOCKS.
 TABLE_SECTIONS = 6
 DETAIL_SECTIONS = 12
 MESSAGE_SECTIONS = 4
@@ -293,6 +301,54 @@ def _facts(report: ScanReport, agent: bool) -> list[str]:
     return facts
 
 
+def _change_port(port: PortChange) -> str:
+    return _span(
+        f"{port.port}/{_printable(port.protocol, 8)} {_printable(port.service, 40) or '?'}", 60
+    )
+
+
+def _change_service(change: ServiceChange) -> str:
+    return (
+        _span(f"{change.port}/{_printable(change.protocol, 8)}", 20)
+        + f" {_span(change.before, 100) or '?'} → {_span(change.after, 100) or '?'}"
+    )
+
+
+def _changes(report: ScanReport) -> list[Block]:
+    """Return what changed since the previous scan: one section, plus one for fixed ports."""
+    changes = report.changes
+    if changes is None:
+        return [_section(FIRST_SCAN)]
+    lead = changes_lead(report, changes)
+    if changes.nothing_changed:
+        return [_section(lead)]
+    categories = [
+        ("new", [_change_port(port) for port in changes.opened]),
+        ("closed", [_change_port(port) for port in changes.closed]),
+        ("changed", [_change_service(change) for change in changes.changed]),
+        (not_seen_label(report, changes), [_change_port(port) for port in changes.not_seen]),
+    ]
+    present = [(label, items) for label, items in categories if items]
+    head = _bold(lead)
+    # Each part gets an equal share of the section, so the whole always fits SECTION_LIMIT.
+    share = (SECTION_LIMIT - _units(head) - 1) // len(present)
+    parts = []
+    for label, items in present:
+        lead_in = f"{label}: "
+        budget = share - _units(lead_in) - 2
+        parts.append(lead_in + _listed(items[:MAX_LISTED], len(items), "", budget, ", "))
+    blocks = [_section(f"{head} " + "; ".join(parts))]
+    fixed = fixed_ports(changes)
+    if fixed:
+        news = [
+            f"*Good news:* {_change_port(port)} is now closed — fixed."
+            for port in fixed[:MAX_LISTED]
+        ]
+        more = "closed ports that had serious findings"
+        blocks.append(_section(_listed(news, len(fixed), more, SECTION_LIMIT)))
+    return blocks
+
+
 def _overview(report: ScanReport) -> list[Block]:
     blocks: list[Block] = []
     notes = [f"Note: {_field(note, 300)}" for note in report.notes[:MAX_LISTED]]
@@ -425,6 +481,7 @@ def _report_blocks(report: ScanReport, agent: bool, job_id: str | None) -> list[
     blocks = [
         _header(f"Risk: {risk} — {_printable(report.address, 45)}"),
         _context(_facts(report, agent)),
+        *_changes(report),
         *_overview(report),
     ]
     if report.findings:

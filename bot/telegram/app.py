@@ -47,7 +47,7 @@ from telegram.ext import (
 from bot.core.commands import COMMANDS
 from bot.core.delivery import Delivery, run_delivery
 from bot.core.messages import Inbound, Reply, ReplyAddress, ReplyKind
-from bot.core.service import DeliveryFailed
+from bot.core.service import DeliveryFailed, DeliveryGivenUp
 from bot.telegram.render import render_reply
 from bot.web import WebServer
 from bot.wiring import Runtime
@@ -103,10 +103,6 @@ def keyboard(reply: Reply, role: Role) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup([buttons])
 
 
-class DeliveryGivenUp(DeliveryFailed):
-    """The platform refused for good (blocked bot); counted as done so it is not retried."""
-
-
 class TelegramReplySink:
     """Sends and edits Telegram messages, with retries that respect Telegram's flood control."""
 
@@ -121,14 +117,18 @@ class TelegramReplySink:
         if self.loop is None:
             raise DeliveryFailed("the bot is not running")
         future = asyncio.run_coroutine_threadsafe(self.send_async(address, reply), self.loop)
-        try:
-            future.result(timeout=300)
-        except DeliveryGivenUp as error:
-            # Blocked by the user or removed from the chat: nobody can read it, so it is done.
-            log.info("chat unreachable for good", chat=address.chat, reason=str(error)[:200])
+        # DeliveryGivenUp (blocked by the user, removed from the chat) goes on to Delivery,
+        # which counts the message as done and audits it.
+        future.result(timeout=300)
 
-    async def send_async(self, address: ReplyAddress, reply: Reply) -> None:
-        """Render the reply for the recipient's role and send it, editing the job's message."""
+    async def send_async(
+        self, address: ReplyAddress, reply: Reply, *, new_message: bool = False
+    ) -> None:
+        """Render the reply for the recipient's role and send it, editing the job's message.
+
+        ``new_message`` is for answers to a command (/status, a cached result): they are new
+        messages, never edits of the job's own message further up the chat.
+        """
         role = Role.USER
         if address.user:
             role = await asyncio.to_thread(
@@ -139,7 +139,7 @@ class TelegramReplySink:
         chat_id = int(address.chat)
         thread_id = int(address.thread) if address.thread else None
         known: str | None = None
-        if reply.job_id is not None:
+        if reply.job_id is not None and not new_message:
             known = await asyncio.to_thread(self.messages.lookup, reply.job_id, address.recipient)
         if (
             known is not None
@@ -293,9 +293,12 @@ class TelegramBot:
         replies = await asyncio.to_thread(self.router.handle, inbound)
         for reply in replies:
             try:
-                await self.sink.send_async(inbound.reply_to, reply)
-            except DeliveryGivenUp:
+                await self.sink.send_async(inbound.reply_to, reply, new_message=True)
+            except DeliveryGivenUp as given_up:
                 log.info("chat unreachable for good", chat=inbound.reply_to.chat)
+                await asyncio.to_thread(
+                    self.rt.record_delivery_failure, inbound.reply_to, reply.job_id, str(given_up)
+                )
 
     async def _first_time(self, update_id: int) -> bool:
         """Claim an update id; False if it was handled before (Telegram re-delivers)."""
@@ -369,7 +372,9 @@ class TelegramBot:
         feed = GroupFeed(
             self.rt.connection, self.rt.events, group=GROUP, consumer=self.consumer, block_ms=500
         )
-        delivery = Delivery(feed, self.sink, platform=PLATFORM)
+        delivery = Delivery(
+            feed, self.sink, platform=PLATFORM, on_given_up=self.rt.record_delivery_failure
+        )
         self._delivery_thread = threading.Thread(
             target=run_delivery, args=(delivery, self._stop), name="telegram-delivery", daemon=True
         )

@@ -15,8 +15,16 @@ import re
 from collections.abc import Sequence
 
 from bot.core.messages import Reply, ReplyKind
-from bot.core.render import MAX_FIELD, MAX_LISTED, printable
-from workers.models import Finding, Risk, Role, ScanReport
+from bot.core.render import (
+    FIRST_SCAN,
+    MAX_FIELD,
+    MAX_LISTED,
+    changes_lead,
+    fixed_ports,
+    not_seen_label,
+    printable,
+)
+from workers.models import Finding, PortChange, Risk, Role, ScanReport, ServiceChange
 
 MESSAGE_LIMIT = 4096
 """Telegram's cap on one message's text, in UTF-16 code units after entity parsing."""
@@ -172,6 +180,53 @@ def _port_label(finding: Finding) -> str:
     return f"port {finding.port}/{escape(finding.protocol, 8)}"
 
 
+def _change_port(port: PortChange) -> str:
+    return f"{port.port}/{escape(port.protocol, 8)} {escape(port.service, 40) or '?'}"
+
+
+def _change_service(change: ServiceChange) -> str:
+    return (
+        f"{change.port}/{escape(change.protocol, 8)} "
+        f"{escape(change.before, 100) or '?'} → {escape(change.after, 100) or '?'}"
+    )
+
+
+def _changes(report: ScanReport, listed: int, limit: int) -> list[str]:
+    """Return the summary of what changed since the previous scan, packed into short lines."""
+    changes = report.changes
+    if changes is None:
+        return [html.escape(FIRST_SCAN)]
+    lead = html.escape(changes_lead(report, changes))
+    if changes.nothing_changed:
+        return [lead]
+    categories = [
+        ("new", [_change_port(port) for port in changes.opened]),
+        ("closed", [_change_port(port) for port in changes.closed]),
+        ("changed", [_change_service(change) for change in changes.changed]),
+        (not_seen_label(report, changes), [_change_port(port) for port in changes.not_seen]),
+    ]
+    groups: list[list[str]] = []
+    for label, items in categories:
+        if not items:
+            continue
+        shown = items[:listed]
+        if len(items) > listed:
+            shown[-1] += f" and {len(items) - listed} more"
+        shown[0] = f"{html.escape(label)}: {shown[0]}"
+        groups.append(_pack(shown, ", ", limit // 4))
+    line = f"<b>{lead}</b> " + "; ".join(group[0] for group in groups)
+    # One line when it is short, as the plain renderer has it; a long list gets a line per part.
+    if all(len(group) == 1 for group in groups) and _units(line) <= limit // 4:
+        lines = [line]
+    else:
+        lines = [f"<b>{lead}</b>", *(text for group in groups for text in group)]
+    fixed = fixed_ports(changes)
+    lines += [
+        f"<b>Good news:</b> {_change_port(port)} is now closed — fixed." for port in fixed[:listed]
+    ]
+    return lines + _more(len(fixed), listed, "closed ports that had serious findings")
+
+
 def _head(report: ScanReport, audience: Role, listed: int, limit: int) -> list[str]:
     # Reports are read back from Redis, which anyone with access to it can write: even the
     # fields our worker fills from its own data (address, profile, protocol) are escaped.
@@ -192,6 +247,7 @@ def _head(report: ScanReport, audience: Role, listed: int, limit: int) -> list[s
             f"Scanned {_when(report)}"
             + ("" if report.complete else "; <b>incomplete: the results are partial</b>")
         )
+    lines += _changes(report, listed, limit)
     lines += [f"Note: {escape(note, 300)}" for note in report.notes[:listed]]
     lines += _more(len(report.notes), listed, "notes")
     if not report.open_ports:
