@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 import structlog
+from limits import parse
 from limits.storage import RedisStorage
 from rq import Worker
 from rq.serializers import JSONSerializer
@@ -47,6 +48,14 @@ from workers.risk import RuleSet
 from workers.store import PolicyStore
 from workers.targets import system_resolver
 from workers.verify import CheckLinks
+from workers.watches import (
+    DEFAULT_INTERVALS,
+    TargetLimit,
+    WatchRunner,
+    WatchService,
+    WatchStore,
+)
+from workers.watches import configure as configure_watches
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +93,7 @@ class Runtime:
     reports: ReportStore
     profiles: ProfileBook
     service: ScanService
+    watches: WatchService
     embedded: bool
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -103,6 +113,7 @@ class Runtime:
             profiles=sorted(self.profiles.profiles),
             check_links=issuer,
             audit=self.audit,
+            watches=self.watches,
         )
 
     def record_delivery_failure(
@@ -161,6 +172,38 @@ class Runtime:
         self.connection.close()
 
 
+def request_limiter(settings: Settings, connection: redis.Redis, redis_url: str) -> RequestLimiter:
+    """The request-rate limits on Redis (every limiter on one Redis shares the counts)."""
+    return RequestLimiter(
+        RedisStorage(limits_uri(redis_url), connection_pool=connection.connection_pool),
+        RateLimits(user=settings.user_rate, agent=settings.agent_rate, target=settings.target_rate),
+    )
+
+
+def build_watches(
+    settings: Settings,
+    *,
+    connection: redis.Redis,
+    redis_url: str,
+    store: PolicyStore,
+    audit: AuditLog,
+    profiles: ProfileBook,
+    intervals: Mapping[str, timedelta] = DEFAULT_INTERVALS,
+) -> WatchService:
+    """Build the watch service (``intervals`` lets a test run watches every few seconds)."""
+    return WatchService(
+        connection,
+        store=WatchStore(connection),
+        queue=scan_queue(connection),
+        policy=store,
+        limiter=request_limiter(settings, connection, redis_url),
+        profiles=profiles,
+        resolve=system_resolver(),
+        audit=audit,
+        intervals=intervals,
+    )
+
+
 def build_service(
     settings: Settings,
     *,
@@ -173,10 +216,7 @@ def build_service(
     profiles: ProfileBook,
 ) -> ScanService:
     """Build the scan service with the configured limits."""
-    limiter = RequestLimiter(
-        RedisStorage(limits_uri(redis_url), connection_pool=connection.connection_pool),
-        RateLimits(user=settings.user_rate, agent=settings.agent_rate, target=settings.target_rate),
-    )
+    limiter = request_limiter(settings, connection, redis_url)
     return ScanService(
         connection,
         policy=store,
@@ -190,6 +230,7 @@ def build_service(
             dedupe_window=timedelta(minutes=settings.dedupe_minutes),
             queue_max=settings.queue_max,
         ),
+        watches=WatchStore(connection),
     )
 
 
@@ -229,6 +270,14 @@ def runtime(settings: Settings, *, operator: Requester | None = None) -> Iterato
             reports=reports,
             profiles=profiles,
         ),
+        watches=build_watches(
+            settings,
+            connection=connection,
+            redis_url=url,
+            store=store,
+            audit=audit,
+            profiles=profiles,
+        ),
         embedded=embedded is not None,
     )
     try:
@@ -265,7 +314,7 @@ def worker_context(settings: Settings, connection: redis.Redis) -> WorkerContext
 
 
 def run_worker(settings: Settings, *, burst: bool = False, quiet: bool = False) -> None:
-    """Run an rq worker for the scan queue (JSON serializer, with the scheduler for retries)."""
+    """Run an rq worker for the scan queue (JSON serializer; its scheduler runs watches too)."""
     url = settings.redis_url
     if url is None:
         raise RuntimeError("REDIS_URL is not set: a production worker needs a shared Redis")
@@ -275,6 +324,17 @@ def run_worker(settings: Settings, *, burst: bool = False, quiet: bool = False) 
     log.info("audit trail trimmed to its retention", dropped=dropped)
     configure(context)
     queue = scan_queue(connection)
+    configure_watches(
+        WatchRunner(
+            context,
+            store=WatchStore(connection),
+            queue=queue,
+            limit=TargetLimit(
+                RedisStorage(limits_uri(url), connection_pool=connection.connection_pool),
+                parse(settings.target_rate),
+            ),
+        )
+    )
     worker = Worker(
         [queue],
         connection=connection,

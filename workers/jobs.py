@@ -139,8 +139,14 @@ def _fail(
     log.warning("scan failed", job_id=request.job_id, reason=reason)
 
 
-def execute_scan(request: ScanRequest, context: WorkerContext) -> ScanReport:
-    """Re-check policy, run nmap, apply rules and guidance, diff, store and announce the report."""
+def execute_scan(
+    request: ScanRequest, context: WorkerContext, *, announce: bool = True
+) -> ScanReport:
+    """Re-check policy, run nmap, apply rules and guidance, diff, store and announce the report.
+
+    ``announce=False`` leaves out the finished event: a watch run decides itself whether the
+    result is worth a message (``workers.watches``).
+    """
     bound = log.bind(job_id=request.job_id)
     try:
         address = parse_literal(request.address)
@@ -202,11 +208,12 @@ def execute_scan(request: ScanRequest, context: WorkerContext) -> ScanReport:
     if previous is not None:
         report = report.model_copy(update={"changes": diff_reports(previous, report)})
     context.reports.save(report)
-    context.events.append(
-        JobEvent.make(
-            request.job_id, EventKind.FINISHED, at=finished_at, report=report.to_document()
+    if announce:
+        context.events.append(
+            JobEvent.make(
+                request.job_id, EventKind.FINISHED, at=finished_at, report=report.to_document()
+            )
         )
-    )
     bound.info("scan finished", risk=report.risk.value, open_ports=len(report.open_ports))
     return report
 

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
@@ -46,6 +46,10 @@ from workers.reports import ReportStore
 from workers.store import PolicyStore
 from workers.targets import Resolver, TargetRefused, parse_target
 from workers.tickets import JobView, ScanRefused, Ticket, TicketState
+
+if TYPE_CHECKING:
+    # workers.watches imports this module; the type alone does not make a cycle at run time.
+    from workers.watches import WatchStore
 
 log = structlog.get_logger(__name__)
 
@@ -103,8 +107,10 @@ class ScanService:
         reports: ReportStore,
         config: ServiceConfig | None = None,
         clock: Callable[[], datetime] = utc_now,
+        watches: WatchStore | None = None,
     ) -> None:
         self._redis = connection
+        self.watches = watches
         self.queue = scan_queue(connection)
         self.policy = policy
         self.limiter = limiter
@@ -408,19 +414,27 @@ class ScanService:
             self.policy.forget_address(requester)
         # The last-job pointer names one of the user's jobs: it goes too.
         self._redis.delete(f"{LAST_JOB_PREFIX}{requester}")
-        # Watches (issue 5) are the user's too: when they land, delete them here and count them
-        # in the audit reason, so /forget and `portpatrol forget` stay one operation.
+        # Watches are the user's too: deleted here, so /forget and `portpatrol forget` stay one
+        # operation; the audit reason keeps only how many there were.
+        watches = self.watches.forget(requester) if self.watches is not None else 0
         self.audit.record(
             actor=str(actor),
             action="forget",
             target=str(requester),
             decision="done",
-            reason=f"verified address {'removed' if address else 'none'}, {removed} reports",
+            reason=(
+                f"verified address {'removed' if address else 'none'}, {removed} reports, "
+                f"{watches} watches"
+            ),
         )
+        watched = f" and {watches} watches" if watches else ""
         if by is not None:
-            if address is None and not removed:
+            if address is None and not removed and not watches:
                 return f"There was nothing stored about {requester} to delete."
-            return f"Deleted {requester}'s verified connection and {removed} stored scan reports."
-        if address is None and not removed:
+            return (
+                f"Deleted {requester}'s verified connection and {removed} stored scan reports"
+                f"{watched}."
+            )
+        if address is None and not removed and not watches:
             return "There was nothing stored about you to delete."
-        return f"Deleted your verified connection and {removed} stored scan reports."
+        return f"Deleted your verified connection and {removed} stored scan reports{watched}."

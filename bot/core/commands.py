@@ -17,7 +17,14 @@ import structlog
 
 from bot.core.messages import MAX_COMMAND_LENGTH, Inbound, Reply, ReplyKind
 from bot.core.render import describe_age
-from bot.core.service import AdminOps, AuditEntry, AuditTrail, CheckLinkIssuer, ScanQueue
+from bot.core.service import (
+    AdminOps,
+    AuditEntry,
+    AuditTrail,
+    CheckLinkIssuer,
+    ScanQueue,
+    WatchBook,
+)
 from workers.models import Role, utc_now
 from workers.policy import DEFAULT_SCOPE, NetworkEntry, PolicyRefused
 from workers.tickets import JobView, ScanRefused, Ticket, TicketState
@@ -30,6 +37,8 @@ Commands:
   /scan TARGET [PROFILE]  scan one IP address or hostname (profiles: {profiles})
   /status [JOB]           where a scan stands (default: your latest)
   /history [TARGET]       past scans (home users: of their own connection)
+  /watch TARGET [daily|weekly]  rescan regularly; you hear back only when something changed
+  /unwatch TARGET | /watches    stop a watch | list yours
   /profiles               what each scan profile checks
   /help                   this text"""
 
@@ -57,7 +66,10 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("scan", "scan an address: /scan TARGET [PROFILE]"),
     ("status", "where your latest scan stands, or /status JOB"),
     ("history", "past scans"),
-    ("forget", "delete your verified address and results"),
+    ("watch", "rescan regularly, report changes: /watch TARGET [daily|weekly]"),
+    ("unwatch", "stop watching an address"),
+    ("watches", "list your watches"),
+    ("forget", "delete your verified address, results and watches"),
     ("profiles", "what each scan profile checks"),
     ("allow", "admins: manage the allowlist"),
     ("role", "admins: manage roles"),
@@ -261,9 +273,11 @@ class CommandRouter:
         profiles: Sequence[str],
         check_links: CheckLinkIssuer | None = None,
         audit: AuditTrail | None = None,
+        watches: WatchBook | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.scans = scans
+        self.watches = watches
         self.admin = admin
         self.profiles = list(profiles)
         self.check_links = check_links
@@ -282,6 +296,9 @@ class CommandRouter:
             "role": self._role,
             "optout": self._optout,
             "audit": self._audit,
+            "watch": self._watch,
+            "unwatch": self._unwatch,
+            "watches": self._watches,
         }
 
     @property
@@ -479,3 +496,40 @@ class CommandRouter:
         return _reply(
             f"Audit trail, newest first (times UTC, {len(lines)} shown):\n" + "\n".join(lines)
         )
+
+    def _watch_book(self) -> WatchBook:
+        if self.watches is None:
+            raise ScanRefused("watches are not available here", "unavailable")
+        return self.watches
+
+    def _watch(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        if not 1 <= len(arguments) <= 2:
+            return _reply("Usage: /watch TARGET [daily|weekly]")
+        interval = arguments[1].lower() if len(arguments) == 2 else "daily"
+        watch = self._watch_book().add(
+            inbound.requester, arguments[0], interval, inbound.reply_to.to_payload()
+        )
+        return _reply(
+            f"Watching {watch.address} {watch.interval} (watch {watch.watch_id}). You will hear "
+            "from me here only when something changed; /unwatch "
+            f"{printable(watch.target, 64)} stops it."
+        )
+
+    def _unwatch(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        if len(arguments) != 1:
+            return _reply("Usage: /unwatch TARGET (see /watches)")
+        watch = self._watch_book().remove(inbound.requester, arguments[0])
+        return _reply(f"Stopped watching {watch.address}.")
+
+    def _watches(self, inbound: Inbound, arguments: list[str]) -> list[Reply]:
+        if arguments:
+            return _reply("Usage: /watches")
+        watches = self._watch_book().watches_of(inbound.requester)
+        if not watches:
+            return _reply("You watch nothing. /watch TARGET [daily|weekly] starts a watch.")
+        lines = [
+            f"{printable(watch.target, 64)} ({watch.address}) {watch.interval}, "
+            f"since {watch.created_at:%Y-%m-%d} (watch {watch.watch_id})"
+            for watch in watches
+        ]
+        return _reply("Your watches:\n" + "\n".join(lines))

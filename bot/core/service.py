@@ -49,6 +49,57 @@ class ScanQueue(Protocol):
         ...
 
 
+class WatchEntry(Protocol):
+    """One standing rescan as the chat shows it (``workers.watches.Watch``)."""
+
+    @property
+    def watch_id(self) -> str:
+        """The watch's id."""
+        ...
+
+    @property
+    def target(self) -> str:
+        """The target as typed."""
+        ...
+
+    @property
+    def address(self) -> str:
+        """The address pinned when the watch was added."""
+        ...
+
+    @property
+    def interval(self) -> str:
+        """How often it runs: daily, weekly."""
+        ...
+
+    @property
+    def created_at(self) -> datetime:
+        """When it was added (UTC)."""
+        ...
+
+
+class WatchBook(Protocol):
+    """Adds, lists and removes watches (``workers.watches.WatchService``)."""
+
+    def add(
+        self,
+        requester: Requester,
+        target_text: str,
+        interval_name: str = "daily",
+        reply_to: Mapping[str, Any] | None = None,
+    ) -> WatchEntry:
+        """Watch an address or raise ``workers.tickets.ScanRefused``."""
+        ...
+
+    def remove(self, requester: Requester, target_text: str) -> WatchEntry:
+        """Stop a watch or raise ``workers.tickets.ScanRefused``."""
+        ...
+
+    def watches_of(self, requester: Requester) -> Sequence[WatchEntry]:
+        """Return the caller's watches, oldest first."""
+        ...
+
+
 class CheckLinkIssuer(Protocol):
     """Hands out the one-time own-address link (``/check``)."""
 

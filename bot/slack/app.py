@@ -55,7 +55,15 @@ ACK_BUDGET_S = 2.0
 SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 PERMANENT_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "account_inactive"}
 
-SUBCOMMANDS = {"status": "/status", "history": "/history", "help": "/help", "profiles": "/profiles"}
+SUBCOMMANDS = {
+    "status": "/status",
+    "history": "/history",
+    "help": "/help",
+    "profiles": "/profiles",
+    "watch": "/watch",
+    "unwatch": "/unwatch",
+    "watches": "/watches",
+}
 ADMIN_SUBCOMMANDS = {"allow": "/allow", "role": "/role", "optout": "/optout", "audit": "/audit"}
 
 
