@@ -701,7 +701,7 @@ def audit(
 def forget(
     principal: Annotated[str, typer.Argument(help="platform:user_id, e.g. telegram:123456.")],
 ) -> None:
-    """Admin: delete what is stored about a user (verified address, their reports), as /forget."""
+    """Admin: delete what is stored about a user (verified address, reports, watches)."""
     settings = settings_or_exit()
     try:
         who = parse_principal(principal)
