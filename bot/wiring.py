@@ -23,7 +23,6 @@ from typing import Any
 
 import redis
 import structlog
-from limits import parse
 from limits.storage import RedisStorage
 from rq import Worker
 from rq.serializers import JSONSerializer
@@ -50,7 +49,6 @@ from workers.targets import system_resolver
 from workers.verify import CheckLinks
 from workers.watches import (
     DEFAULT_INTERVALS,
-    TargetLimit,
     WatchRunner,
     WatchService,
     WatchStore,
@@ -329,10 +327,7 @@ def run_worker(settings: Settings, *, burst: bool = False, quiet: bool = False) 
             context,
             store=WatchStore(connection),
             queue=queue,
-            limit=TargetLimit(
-                RedisStorage(limits_uri(url), connection_pool=connection.connection_pool),
-                parse(settings.target_rate),
-            ),
+            limit=request_limiter(settings, connection, url),
         )
     )
     worker = Worker(

@@ -39,12 +39,12 @@ from workers.models import (
     ScanRequest,
     utc_now,
 )
-from workers.nmap_scan import ProfileBook
-from workers.policy import PolicyRefused, decide
+from workers.nmap_scan import ProfileBook, ScanProfile
+from workers.policy import Decision, PolicyRefused, decide
 from workers.ratelimit import RateLimited, RequestLimiter, describe_wait
 from workers.reports import ReportStore
 from workers.store import PolicyStore
-from workers.targets import Resolver, TargetRefused, parse_target
+from workers.targets import Resolver, Target, TargetRefused, parse_target
 from workers.tickets import JobView, ScanRefused, Ticket, TicketState
 
 if TYPE_CHECKING:
@@ -83,6 +83,61 @@ class ServiceConfig:
 def scan_queue(connection: redis.Redis) -> Queue:
     """Return the scan queue, always with the JSON serializer (pickle would be code execution)."""
     return Queue(QUEUE_NAME, connection=connection, serializer=JSONSerializer)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request that passed target parsing, profile and policy: what the next steps need."""
+
+    role: Role
+    target: Target
+    profile: ScanProfile
+    decision: Decision
+
+
+def admit(
+    policy: PolicyStore,
+    profiles: ProfileBook,
+    resolve: Resolver,
+    *,
+    requester: Requester,
+    target_text: str,
+    profile_name: str,
+) -> Admission:
+    """Parse the target, check the profile and the caller's role, and apply policy.
+
+    Scans and watches admit requests the same way; every refusal is a ScanRefused.
+    """
+    role = policy.role_of(requester)
+    try:
+        target = parse_target(target_text, resolve)
+    except TargetRefused as refusal:
+        raise ScanRefused(refusal.reason, refusal.code) from refusal
+    profile = profiles.get(profile_name)
+    if profile is None:
+        names = ", ".join(sorted(profiles.profiles))
+        raise ScanRefused(f"unknown profile; choose one of: {names}", "profile")
+    if role not in profile.roles:
+        raise ScanRefused(
+            f"the {profile.name} profile is for "
+            + " and ".join(f"{allowed}s" for allowed in profile.roles),
+            "profile_role",
+        )
+    try:
+        decision = decide(target.address, target.resolved, policy.facts_for(requester, role))
+    except PolicyRefused as refusal:
+        raise ScanRefused(refusal.reason, refusal.code) from refusal
+    return Admission(role=role, target=target, profile=profile, decision=decision)
+
+
+def charge(limiter: RequestLimiter, requester: Requester, role: Role, address: str) -> None:
+    """Count the request against the caller's and the target's limits, or refuse it."""
+    try:
+        limiter.hit(requester, role, address)
+    except RateLimited as limited:
+        raise ScanRefused(
+            limited.reason, "rate_limited", retry_after_s=limited.retry_after_s
+        ) from limited
 
 
 def _position(job: Job) -> int | None:
@@ -186,27 +241,20 @@ class ScanService:
         profile_name: str,
         reply_to: Mapping[str, Any] | None,
     ) -> Ticket:
-        role = self.policy.role_of(requester)
-        try:
-            target = parse_target(target_text, self.resolve)
-        except TargetRefused as refusal:
-            raise ScanRefused(refusal.reason, refusal.code) from refusal
-        profile = self.profiles.get(profile_name)
-        if profile is None:
-            names = ", ".join(sorted(self.profiles.profiles))
-            raise ScanRefused(f"unknown profile; choose one of: {names}", "profile")
-        if role not in profile.roles:
-            raise ScanRefused(
-                f"the {profile.name} profile is for "
-                + " and ".join(f"{allowed}s" for allowed in profile.roles),
-                "profile_role",
-            )
-        try:
-            decision = decide(
-                target.address, target.resolved, self.policy.facts_for(requester, role)
-            )
-        except PolicyRefused as refusal:
-            raise ScanRefused(refusal.reason, refusal.code) from refusal
+        admission = admit(
+            self.policy,
+            self.profiles,
+            self.resolve,
+            requester=requester,
+            target_text=target_text,
+            profile_name=profile_name,
+        )
+        role, target, profile, decision = (
+            admission.role,
+            admission.target,
+            admission.profile,
+            admission.decision,
+        )
         address = target.canonical
         existing = self._existing(address, profile.name, reply_to)
         if existing is not None:
@@ -230,12 +278,7 @@ class ScanService:
                 "busy",
                 retry_after_s=wait_s,
             )
-        try:
-            self.limiter.hit(requester, role, address)
-        except RateLimited as limited:
-            raise ScanRefused(
-                limited.reason, "rate_limited", retry_after_s=limited.retry_after_s
-            ) from limited
+        charge(self.limiter, requester, role, address)
 
         request = ScanRequest(
             job_id=secrets.token_hex(8),

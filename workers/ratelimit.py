@@ -71,12 +71,21 @@ class RequestLimiter:
             if not self._limiter.hit(item, *key):
                 self._refuse(item, key, whose)
 
+    def hit_target(self, address: str) -> None:
+        """Count one scan of the address against its limit alone (a watch run has no caller)."""
+        item, key, whose = self._target_item(address)
+        if not self._limiter.hit(item, *key):
+            self._refuse(item, key, whose)
+
+    def _target_item(self, address: str) -> tuple[RateLimitItem, tuple[str, ...], str]:
+        return (self._per_target, ("pp-target", address), f"{address} has")
+
     def _items(
         self, requester: Requester, role: Role, address: str
     ) -> list[tuple[RateLimitItem, tuple[str, ...], str]]:
         return [
             (self._per_role[role], ("pp-user", str(requester)), "you have"),
-            (self._per_target, ("pp-target", address), f"{address} has"),
+            self._target_item(address),
         ]
 
     def _refuse(self, item: RateLimitItem, key: tuple[str, ...], whose: str) -> None:

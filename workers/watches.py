@@ -17,16 +17,12 @@ from __future__ import annotations
 import contextlib
 import math
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 import structlog
-from limits import RateLimitItem
-from limits.storage import Storage
-from limits.strategies import MovingWindowRateLimiter
 from pydantic import Field
 from rq import Queue, get_current_job
 from rq.exceptions import NoSuchJobError
@@ -49,11 +45,11 @@ from workers.models import (
     utc_now,
 )
 from workers.nmap_scan import ProfileBook
-from workers.policy import PolicyRefused, decide, recheck
-from workers.queue import RATE_LIMIT_PREFIX
-from workers.ratelimit import RateLimited, RequestLimiter, describe_wait
+from workers.policy import PolicyRefused, recheck
+from workers.queue import RATE_LIMIT_PREFIX, admit, charge
+from workers.ratelimit import RateLimited, RequestLimiter
 from workers.store import PolicyStore
-from workers.targets import Resolver, TargetRefused, parse_literal, parse_target
+from workers.targets import Resolver, TargetRefused, parse_literal
 from workers.tickets import ScanRefused
 
 log = structlog.get_logger(__name__)
@@ -246,22 +242,15 @@ class WatchService:
         if interval is None:
             names = ", ".join(sorted(self.intervals))
             raise ScanRefused(f"unknown interval; choose one of: {names}", "interval")
-        role = self.policy.role_of(requester)
-        try:
-            target = parse_target(target_text, self.resolve)
-        except TargetRefused as refusal:
-            raise ScanRefused(refusal.reason, refusal.code) from refusal
-        profile = self.profiles.get(WATCH_PROFILE)
-        if profile is None:
-            raise ScanRefused(f"the {WATCH_PROFILE} profile is not configured", "profile")
-        if role not in profile.roles:
-            raise ScanRefused(f"the {profile.name} profile is not for you", "profile_role")
-        try:
-            decision = decide(
-                target.address, target.resolved, self.policy.facts_for(requester, role)
-            )
-        except PolicyRefused as refusal:
-            raise ScanRefused(refusal.reason, refusal.code) from refusal
+        admission = admit(
+            self.policy,
+            self.profiles,
+            self.resolve,
+            requester=requester,
+            target_text=target_text,
+            profile_name=WATCH_PROFILE,
+        )
+        target, profile, decision = admission.target, admission.profile, admission.decision
         existing = self.store.of(requester)
         if any(watch.address == target.canonical for watch in existing):
             raise ScanRefused(
@@ -272,12 +261,7 @@ class WatchService:
             raise ScanRefused(
                 f"you have {len(existing)} watches, the most one person may have", "too_many"
             )
-        try:
-            self.limiter.hit(requester, role, target.canonical)
-        except RateLimited as limited:
-            raise ScanRefused(
-                limited.reason, "rate_limited", retry_after_s=limited.retry_after_s
-            ) from limited
+        charge(self.limiter, requester, admission.role, target.canonical)
         watch = Watch(
             watch_id=secrets.token_hex(6),
             requester=requester,
@@ -326,32 +310,11 @@ class WatchService:
         return self.store.of(requester)
 
 
-class TargetLimit:
-    """The per-target request limit alone, on ``RequestLimiter``'s key (a watch run has no user).
-
-    The key must stay ``("pp-target", address)`` so watch runs and requests share one count.
-    """
-
-    def __init__(self, storage: Storage, item: RateLimitItem) -> None:
-        self._limiter = MovingWindowRateLimiter(storage)
-        self._item = item
-
-    def hit(self, address: str) -> None:
-        """Count one scan of the address, or raise RateLimited."""
-        if self._limiter.hit(self._item, "pp-target", address):
-            return
-        stats = self._limiter.get_window_stats(self._item, "pp-target", address)
-        wait = max(1, math.ceil(stats.reset_time - time.time()))
-        raise RateLimited(
-            f"{address} reached its scan limit; try again in {describe_wait(wait)}", wait
-        )
-
-
 class WatchRunner:
     """Runs one watch in the worker: re-check, scan, tell the chat if it changed, reschedule."""
 
     def __init__(
-        self, context: WorkerContext, *, store: WatchStore, queue: Queue, limit: TargetLimit
+        self, context: WorkerContext, *, store: WatchStore, queue: Queue, limit: RequestLimiter
     ) -> None:
         self.context = context
         self.store = store
@@ -387,7 +350,7 @@ class WatchRunner:
             # The role is not re-derived here (the worker's admin list can differ from the
             # CLI's): like every job, the run needs an allow entry or the verified address.
             recheck(address, self.context.policy.facts_for(watch.requester, Role.USER))
-            self.limit.hit(watch.address)
+            self.limit.hit_target(watch.address)
         except (PolicyRefused, RateLimited, TargetRefused, ScanFailed) as refusal:
             reason = getattr(refusal, "reason", str(refusal))
             self._audit(watch, request, "refused", reason)
